@@ -1,0 +1,418 @@
+r"""Back-propagation, written by hand, two ways; and ``jax.grad`` as the reference.
+
+Every gradient method here has one signature, ``method(net, loss, params, x, y) -> (J, grads)``,
+so that ``functools.partial(method, net, loss)`` is interchangeable with
+``jax.value_and_grad(objective(net, loss))``. ``grads`` has the structure and type of
+``params`` (a tuple of :class:`~functional_nn.Layer`), so two methods compare leaf by leaf.
+
+**The chain the lecture draws.** The slide "Gradient of W(l)" writes
+
+.. math::
+
+    \frac{\partial J}{\partial w^{(l)}} =
+    \underbrace{\frac{\partial J}{\partial w^{(l+1)}}}_{\text{already computed}} \cdot
+    \underbrace{\frac{\partial w^{(l+1)}}{\partial h^{(l)}} \cdot
+    \frac{\partial h^{(l)}}{\partial w^{(l)}}}_{\text{left to estimate}}
+
+What is really computed once and reused is :math:`g^{(l)} = \partial J / \partial h^{(l)}`
+(on the slide for W(1), :math:`\frac{\partial \hat y}{\partial w^{(2)}}
+\frac{\partial w^{(2)}}{\partial h}` stands for :math:`\partial \hat y / \partial h`).
+The code implements that recursion, per sample, with row vectors:
+
+.. math::
+
+    g^{(L+1)} &= \partial J / \partial \hat y                                  && (1, O) \\
+    \partial J / \partial w^{(l)} &= g^{(l)} \cdot \partial h^{(l)}/\partial w^{(l)},
+      \quad \partial h^{(l)}/\partial w^{(l)} = \mathrm{diag}(\mathrm{act}'(z^{(l)}))
+      \otimes h^{(l-1)\top}                                                   && (H_l, H_l H_{l-1}) \\
+    g^{(l-1)} &= g^{(l)} \cdot \partial h^{(l)}/\partial h^{(l-1)},
+      \quad \partial h^{(l)}/\partial h^{(l-1)} = \mathrm{diag}(\mathrm{act}'(z^{(l)})) W^{(l)}
+                                                                                && (H_l, H_{l-1})
+
+- :func:`jacobian_chain` materializes every factor (:func:`jacobian_factors`) and multiplies
+  them backwards: the slide, literally. Cost and memory grow with the factor sizes.
+- :func:`backprop` computes the same products without materializing them, by the delta rule
+  :math:`\delta^{(l)} = g^{(l)} \odot \mathrm{act}'(z^{(l)})`,
+  :math:`\partial J/\partial W^{(l)} = \delta^{(l)\top} h^{(l-1)}` (summed over the batch),
+  :math:`g^{(l-1)} = \delta^{(l)} W^{(l)}`.
+- :func:`autodiff` is ``jax.value_and_grad`` of :func:`objective`: the reference.
+
+**Fused output.** With a sigmoid output and BCE (a loss whose ``fused_output`` is the
+network's output), :math:`\delta^{(L+1)} = g^{(L+1)} \odot \sigma'(z^{(L+1)}) = \sigma(z) - y`
+is taken in that closed form, and J from the logits, so both stay exact where
+:math:`\hat y` rounds to 0 or 1 (there :math:`g^{(L+1)}` is infinite and
+:math:`\sigma'(z)` is 0). :func:`jacobian_factors` then starts its chain at
+:math:`\partial J/\partial z^{(L+1)}` and its output-layer factors are those of
+:math:`z^{(L+1)}` (same shapes as the slide's); ``fused=False`` gives the slide's factors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from functional_nn.losses import Loss, check_same_shape, check_targets, get_loss
+from functional_nn.network import Layer, Network, Params
+
+__all__ = [
+    "JacobianFactors",
+    "LayerFactors",
+    "autodiff",
+    "backprop",
+    "factor_table",
+    "jacobian_chain",
+    "jacobian_factors",
+    "objective",
+]
+
+REDUCTIONS = ("sum", "mean")
+
+GradientMethod = Callable[..., tuple[jax.Array, Params]]
+"""``method(net, loss, params, x, y) -> (J, grads)``."""
+
+
+# -- the objective ------------------------------------------------------------------------------
+
+
+def _prepare(net: Network, loss: str | Loss, params: Params, x, y, reduction: str, where: str):
+    """Check every argument at trace time; return the Loss and ``x, y`` as batches."""
+    if not isinstance(net, Network):
+        raise ValueError(f"{where}: net must be a Network; got {type(net).__name__}")
+    loss = get_loss(loss)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{where}: reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    net.check_params(params, where)
+    net.check_x(x, where)
+    y_hat_shape = jnp.shape(x)[:-1] + (net.O,)
+    if jnp.shape(y) != y_hat_shape:
+        check_same_shape(jnp.zeros(y_hat_shape), y, where)
+    check_targets(loss, y, where)
+    if jnp.ndim(x) == 1:  # a single sample is a batch of one; sums are unchanged
+        x, y = x[None], y[None]
+    return loss, x, y
+
+
+def _scale(reduction: str, x: jax.Array) -> float:
+    """1 for ``"sum"`` (the lecture's J), ``1/N`` for ``"mean"`` over the ``N`` samples."""
+    return 1.0 if reduction == "sum" else 1.0 / x.shape[0]
+
+
+def _fused(net: Network, loss: Loss, fused: bool | None) -> bool:
+    if fused is None:
+        return loss.fuses_with(net.output)
+    if fused and not loss.fuses_with(net.output):
+        raise ValueError(
+            f"loss {loss.name!r} has no fused form for a {net.output!r} output "
+            f"(it fuses with {loss.fused_output!r})"
+        )
+    return bool(fused)
+
+
+def _J(net: Network, loss: Loss, trace, y, fused: bool) -> jax.Array:
+    """Summed loss; from the logits ``z(L+1)`` when fused."""
+    if fused:
+        return jnp.sum(loss.logits_value(trace.z[-1], y))
+    return jnp.sum(loss.value(trace.h[-1], y))
+
+
+def objective(net: Network, loss: str | Loss, reduction: str = "sum") -> Callable:
+    r"""The training objective :math:`J(\theta) = \sum_n J_n`, as a function ``J(params, x, y)``.
+
+    With ``reduction="mean"`` the sum over samples is divided by ``N``. When the loss fuses
+    with the network's output (sigmoid and BCE), :math:`J_n` is computed from the logits.
+
+    Args:
+        net: the network.
+        loss: a :class:`~functional_nn.Loss` or its name (``"bce"``, ``"mse"``).
+        reduction: ``"sum"`` (the lecture's) or ``"mean"``.
+
+    Returns:
+        ``J(params, x, y) -> scalar``, with ``x`` of shape ``(D,)`` or ``(N, D)`` and ``y`` of
+        the shape of ``y_hat``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> net = Network((4, 2), bias=False)  # multi-output logistic regression
+    >>> J = objective(net, "bce")
+    >>> round(float(J(net.init(jax.random.key(0)), jnp.zeros((5, 4)), jnp.ones((5, 2)))), 4)
+    6.9315
+    """
+    get_loss(loss)  # fail early on an unknown name
+
+    def J(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
+        loss_, xb, yb = _prepare(net, loss, params, x, y, reduction, "objective")
+        trace = net.trace(params, xb)
+        return _scale(reduction, xb) * _J(net, loss_, trace, yb, _fused(net, loss_, None))
+
+    return J
+
+
+def autodiff(net: Network, loss: str | Loss, params: Params, x, y, reduction: str = "sum"):
+    """The reference: ``jax.value_and_grad(objective(net, loss, reduction))(params, x, y)``."""
+    return jax.value_and_grad(objective(net, loss, reduction))(params, x, y)
+
+
+# -- the delta rule -----------------------------------------------------------------------------
+
+
+def backprop(net: Network, loss: str | Loss, params: Params, x, y, reduction: str = "sum"):
+    r"""Back-propagation by the delta rule, written by hand.
+
+    .. math::
+
+        \delta^{(L+1)} = \frac{\partial J}{\partial \hat y} \odot \mathrm{act}'(z^{(L+1)})
+        \;(= \sigma(z) - y \text{ for sigmoid and BCE}), \qquad
+        \frac{\partial J}{\partial W^{(l)}} = \delta^{(l)\top} h^{(l-1)}, \qquad
+        \frac{\partial J}{\partial b^{(l)}} = \textstyle\sum_n \delta^{(l)}_n, \qquad
+        \delta^{(l-1)} = (\delta^{(l)} W^{(l)}) \odot \mathrm{act}'(z^{(l-1)})
+
+    These are the products of the lecture's chain, :math:`g^{(l)} \cdot \partial h^{(l)} /
+    \partial w^{(l)}` and :math:`g^{(l)} \cdot \partial h^{(l)} / \partial h^{(l-1)}`, with the
+    diagonal and Kronecker structure of the factors used instead of materialized. The first
+    layer computes no input gradient. Cost: about three forward passes.
+
+    Args:
+        net, loss, params: the network, its loss (or the loss's name) and parameters.
+        x: ``(D,)`` or ``(N, D)``.
+        y: shape of ``y_hat``: ``(O,)`` or ``(N, O)``.
+        reduction: ``"sum"`` (the lecture's J) or ``"mean"`` over samples.
+
+    Returns:
+        ``(J, grads)``, ``grads`` a tuple of :class:`~functional_nn.Layer` like ``params``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> net = Network((4, 3, 2), bias=False)
+    >>> params = net.init(jax.random.key(0))
+    >>> x, y = jnp.ones((5, 4)), jnp.ones((5, 2))
+    >>> J, grads = backprop(net, "bce", params, x, y)
+    >>> [g.W.shape for g in grads]
+    [(3, 4), (2, 3)]
+    """
+    loss, x, y = _prepare(net, loss, params, x, y, reduction, "backprop")
+    trace = net.trace(params, x)
+    z, h = trace.z, trace.h
+    s = _scale(reduction, x)
+    L1 = net.L + 1
+    if _fused(net, loss, None):
+        delta = loss.logits_grad(z[L1], y)  # (N, O): sigma(z) - y
+    else:
+        delta = net.activation(L1).vjp(z[L1], loss.grad(h[L1], y))  # (N, O)
+    delta = s * delta
+    grads = [None] * L1
+    for l in range(L1, 0, -1):  # noqa: E741 -- l = L+1, ..., 1
+        W, b = params[l - 1]
+        dW = delta.T @ h[l - 1]  # (H_l, H_{l-1})
+        db = jnp.sum(delta, axis=0) if b is not None else None  # (H_l,)
+        grads[l - 1] = Layer(dW, db)
+        if l > 1:
+            g = delta @ W  # (N, H_{l-1}): g(l-1) = dJ/dh(l-1)
+            delta = net.activation(l - 1).vjp(z[l - 1], g)  # (N, H_{l-1})
+    J = s * _J(net, loss, trace, y, _fused(net, loss, None))
+    return J, tuple(grads)
+
+
+# -- the materialized chain ---------------------------------------------------------------------
+
+
+class LayerFactors(NamedTuple):
+    r"""The per-sample Jacobian factors of layer ``l`` (leading axis ``N`` for a batch).
+
+    Attributes:
+        dh_dh_prev: :math:`\partial h^{(l)} / \partial h^{(l-1)} = \mathrm{diag}(\mathrm{act}'
+            (z^{(l)})) W^{(l)}`, ``(H_l, H_{l-1})``; ``None`` for ``l = 1`` (no input gradient
+            is needed).
+        dh_dw: :math:`\partial h^{(l)} / \partial w^{(l)} = \mathrm{diag}(\mathrm{act}'(z^{(l)}))
+            \otimes h^{(l-1)\top}`, ``(H_l, H_l H_{l-1})``; ``w(l)`` is ``W(l)`` raveled row-major.
+        dh_db: :math:`\partial h^{(l)} / \partial b^{(l)} = \mathrm{diag}(\mathrm{act}'(z^{(l)}))`,
+            ``(H_l, H_l)``; ``None`` without bias.
+    """
+
+    dh_dh_prev: jax.Array | None
+    dh_dw: jax.Array
+    dh_db: jax.Array | None
+
+
+class JacobianFactors(NamedTuple):
+    r"""Every factor of the lecture's chain, per sample.
+
+    Attributes:
+        seed: where the chain starts: :math:`\partial J/\partial \hat y`, ``(1, O)``; or, when
+            fused, :math:`\partial J / \partial z^{(L+1)}`, ``(1, O)``.
+        layers: ``layers[l-1]`` holds the :class:`LayerFactors` of layer ``l = 1 .. L+1``.
+            When fused, the output layer's are those of :math:`z^{(L+1)}` (``act' = 1``).
+        fused: whether the output activation is folded into the loss.
+    """
+
+    seed: jax.Array
+    layers: tuple[LayerFactors, ...]
+    fused: bool
+
+
+def _layer_factors(W, b, h_prev, d, first: bool) -> LayerFactors:
+    """Factors of one layer, one sample: ``d = act'(z(l))`` (H_l,), ``h_prev`` (H_{l-1},)."""
+    dh_dz = jnp.diag(d)  # (H_l, H_l)
+    dh_dw = jnp.kron(dh_dz, h_prev[None, :])  # (H_l, H_l * H_{l-1})
+    dh_dh_prev = None if first else d[:, None] * W  # (H_l, H_{l-1})
+    return LayerFactors(dh_dh_prev, dh_dw, dh_dz if b is not None else None)
+
+
+def _sample_factors(net: Network, loss: Loss, params: Params, x, y, fused: bool):
+    """``JacobianFactors`` of one sample ``x`` (D,), ``y`` (O,)."""
+    trace = net.trace(params, x)
+    z, h = trace.z, trace.h
+    L1 = net.L + 1
+    layers = []
+    for l in range(1, L1 + 1):  # noqa: E741
+        W, b = params[l - 1]
+        if l == L1 and fused:
+            d = jnp.ones_like(z[l])  # factors of z(L+1): the output activation is in the seed
+        else:
+            d = net.activation(l).derivative(z[l])
+        layers.append(_layer_factors(W, b, h[l - 1], d, first=l == 1))
+    if fused:
+        seed = loss.logits_grad(z[L1], y)[None, :]  # (1, O): dJ/dz(L+1) = sigma(z) - y
+    else:
+        seed = loss.grad(h[L1], y)[None, :]  # (1, O): dJ/dy_hat
+    return JacobianFactors(seed, tuple(layers), None)  # fused is set outside vmap
+
+
+def jacobian_factors(
+    net: Network, loss: str | Loss, params: Params, x, y, fused: bool | None = None
+) -> JacobianFactors:
+    r"""Materialize every factor of the lecture's chain, per sample.
+
+    For the lecture's network (D=4, H=3, O=2, MSE or ``fused=False``) the factors are
+    ``dJ/dy_hat (1, 2)``, ``dy_hat/dh (2, 3)``, ``dy_hat/dw(2) (2, 6)`` and
+    ``dh/dw(1) (3, 12)``; :func:`factor_table` prints them with these names.
+
+    Args:
+        net, loss, params: the network, its loss and parameters.
+        x: ``(D,)`` or ``(N, D)``; a batch gives every factor a leading ``N`` axis.
+        y: shape of ``y_hat``.
+        fused: fold the output activation into the loss (``None``: whenever the loss fuses
+            with the output, as :func:`objective` does).
+
+    Returns:
+        :class:`JacobianFactors`.
+    """
+    loss_, xb, yb = _prepare(net, loss, params, x, y, "sum", "jacobian_factors")
+    fused = _fused(net, loss_, fused)
+    factors = jax.vmap(lambda xn, yn: _sample_factors(net, loss_, params, xn, yn, fused))(xb, yb)
+    if jnp.ndim(x) == 1:
+        factors = jax.tree_util.tree_map(lambda a: a[0], factors)
+    return factors._replace(fused=fused)
+
+
+def _sample_chain(factors: JacobianFactors) -> tuple[Layer, ...]:
+    """Multiply one sample's factors backwards: the slide, literally."""
+    g = factors.seed  # (1, H_{L+1}): g(L+1)
+    grads = [None] * len(factors.layers)
+    for l in range(len(factors.layers), 0, -1):  # noqa: E741
+        f = factors.layers[l - 1]
+        H_l = f.dh_dw.shape[0]
+        dJ_dw = g @ f.dh_dw  # (1, H_l * H_{l-1})
+        dJ_db = (g @ f.dh_db)[0] if f.dh_db is not None else None  # (H_l,)
+        grads[l - 1] = Layer(dJ_dw.reshape(H_l, -1), dJ_db)  # row-major w(l) -> W(l)
+        if f.dh_dh_prev is not None:
+            g = g @ f.dh_dh_prev  # (1, H_{l-1}): g(l-1)
+    return tuple(grads)
+
+
+# Chunks of samples bound jacobian_chain's memory: at most this many factor entries at a time.
+_FACTOR_BUDGET = 1 << 24
+
+
+def _factor_size(net: Network) -> int:
+    """Entries of one sample's factors (the dominant ``dh/dw`` and ``dh/dh_prev`` blocks)."""
+    pairs = zip(net.sizes[1:], net.sizes[:-1], strict=True)
+    return sum(o * o * i + o * i + o * o for o, i in pairs) + net.O
+
+
+def jacobian_chain(
+    net: Network,
+    loss: str | Loss,
+    params: Params,
+    x,
+    y,
+    reduction: str = "sum",
+    fused: bool | None = None,
+):
+    r"""The gradient as the lecture's chain of materialized per-layer Jacobians.
+
+    Per sample, :func:`jacobian_factors` are multiplied backwards,
+    :math:`\partial J/\partial w^{(l)} = g^{(l)} \cdot \partial h^{(l)} / \partial w^{(l)}` and
+    :math:`g^{(l-1)} = g^{(l)} \cdot \partial h^{(l)} / \partial h^{(l-1)}` starting from
+    :math:`g^{(L+1)} = \partial J / \partial \hat y`; the per-sample gradients are summed
+    (``"sum"``) or averaged (``"mean"``). Samples go through in chunks, so that at most
+    ``2**24`` factor entries are alive at once (64 MiB in float32, 128 MiB in float64)
+    unless a single sample's factors are larger.
+
+    Args and Returns: as :func:`backprop`; ``fused`` as :func:`jacobian_factors`.
+    """
+    loss_, xb, yb = _prepare(net, loss, params, x, y, reduction, "jacobian_chain")
+    fused_ = _fused(net, loss_, fused)
+
+    def per_sample(xy):
+        xn, yn = xy
+        return _sample_chain(_sample_factors(net, loss_, params, xn, yn, fused_))
+
+    chunk = max(1, min(xb.shape[0], _FACTOR_BUDGET // _factor_size(net)))
+    per_sample_grads = jax.lax.map(per_sample, (xb, yb), batch_size=chunk)  # leaves (N, ...)
+    s = _scale(reduction, xb)
+    grads = jax.tree_util.tree_map(lambda g: s * jnp.sum(g, axis=0), per_sample_grads)
+    J = s * _J(net, loss_, net.trace(params, xb), yb, _fused(net, loss_, None))
+    return J, grads
+
+
+# -- the factors as a table ---------------------------------------------------------------------
+
+
+def _factor_names(net: Network, fused: bool) -> list[tuple[str, str]]:
+    """``(field path, lecture name)`` of every factor, in the order of the chain."""
+    L1 = net.L + 1
+
+    def hname(l: int) -> str:  # noqa: E741
+        if l == L1:
+            return "z(%d)" % l if fused else "y_hat"
+        return "x" if l == 0 else ("h" if net.L == 1 else f"h({l})")
+
+    rows = [("seed", f"dJ/d{hname(L1)}")]
+    for l in range(L1, 0, -1):  # noqa: E741
+        if l > 1:
+            rows.append((f"layers[{l - 1}].dh_dh_prev", f"d{hname(l)}/d{hname(l - 1)}"))
+        rows.append((f"layers[{l - 1}].dh_dw", f"d{hname(l)}/dw({l})"))
+        if net.bias:
+            rows.append((f"layers[{l - 1}].dh_db", f"d{hname(l)}/db({l})"))
+    return rows
+
+
+def factor_table(net: Network, factors: JacobianFactors) -> str:
+    """A readable table of every factor: its name on the slide, its field, its shape.
+
+    Shapes are per sample (a batch's leading ``N`` is dropped).
+
+    >>> import jax, jax.numpy as jnp
+    >>> net = Network((4, 3, 2), bias=False)
+    >>> f = jacobian_factors(net, "mse", net.init(jax.random.key(0)), jnp.ones(4), jnp.ones(2))
+    >>> print(factor_table(net, f))
+    factor         shape    field
+    dJ/dy_hat      (1, 2)   seed
+    dy_hat/dh      (2, 3)   layers[1].dh_dh_prev
+    dy_hat/dw(2)   (2, 6)   layers[1].dh_dw
+    dh/dw(1)       (3, 12)  layers[0].dh_dw
+    P = 18
+    """
+    rows = []
+    for path, name in _factor_names(net, bool(factors.fused)):
+        leaf: Any = factors
+        for part in path.replace("]", "").replace("[", ".").split("."):
+            leaf = leaf[int(part)] if part.isdigit() else getattr(leaf, part)
+        rows.append((name, str(tuple(leaf.shape[-2:])), path))
+    w0 = max(len("factor"), *(len(r[0]) for r in rows)) + 3
+    w1 = max(len("shape"), *(len(r[1]) for r in rows)) + 2
+    lines = [f"{'factor':<{w0}}{'shape':<{w1}}field"]
+    lines += [f"{a:<{w0}}{b:<{w1}}{c}" for a, b, c in rows]
+    lines.append(f"P = {net.num_params()}")
+    return "\n".join(lines)
