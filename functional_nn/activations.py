@@ -74,7 +74,10 @@ class Activation:
         return d[..., :, None] * jnp.broadcast_to(eye, d.shape + d.shape[-1:])
 
     def vjp(self, z: jax.Array, g: jax.Array) -> jax.Array:
-        r"""Vector-Jacobian product :math:`g \cdot \partial h / \partial z = g \odot \mathrm{act}'(z)`."""
+        r"""The vector-Jacobian product :math:`g \cdot \partial h / \partial z`.
+
+        For an elementwise activation it is :math:`g \odot \mathrm{act}'(z)`.
+        """
         return g * self.derivative(z)
 
 
@@ -148,7 +151,7 @@ def _identity_derivative(z: jax.Array) -> jax.Array:
 
 
 sigmoid = Activation("sigmoid", _sigmoid, _sigmoid_derivative)
-"""The logistic sigmoid, :math:`\\sigma(z) = 1/(1+e^{-z})`, with :math:`\\sigma' = \\sigma(1-\\sigma)`."""
+"""The logistic sigmoid :math:`\\sigma(z) = 1/(1+e^{-z})`, :math:`\\sigma' = \\sigma(1-\\sigma)`."""
 
 relu = Activation("relu", _relu, _relu_derivative)
 """The rectified linear unit, with the convention ``relu'(0) = 0`` of :func:`jax.nn.relu`."""

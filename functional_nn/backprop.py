@@ -24,7 +24,7 @@ The code implements that recursion, per sample, with row vectors:
     g^{(L+1)} &= \partial J / \partial \hat y                                  && (1, O) \\
     \partial J / \partial w^{(l)} &= g^{(l)} \cdot \partial h^{(l)}/\partial w^{(l)},
       \quad \partial h^{(l)}/\partial w^{(l)} = \mathrm{diag}(\mathrm{act}'(z^{(l)}))
-      \otimes h^{(l-1)\top}                                                   && (H_l, H_l H_{l-1}) \\
+      \otimes h^{(l-1)\top}                                      && (H_l, H_l H_{l-1}) \\
     g^{(l-1)} &= g^{(l)} \cdot \partial h^{(l)}/\partial h^{(l-1)},
       \quad \partial h^{(l)}/\partial h^{(l-1)} = \mathrm{diag}(\mathrm{act}'(z^{(l)})) W^{(l)}
                                                                                 && (H_l, H_{l-1})
@@ -201,7 +201,7 @@ def backprop(net: Network, loss: str | Loss, params: Params, x, y, reduction: st
         delta = net.activation(L1).vjp(z[L1], loss.grad(h[L1], y))  # (N, O)
     delta = s * delta
     grads = [None] * L1
-    for l in range(L1, 0, -1):  # noqa: E741 -- l = L+1, ..., 1
+    for l in range(L1, 0, -1):  # l = L+1, ..., 1
         W, b = params[l - 1]
         dW = delta.T @ h[l - 1]  # (H_l, H_{l-1})
         db = jnp.sum(delta, axis=0) if b is not None else None  # (H_l,)
@@ -264,7 +264,7 @@ def _sample_factors(net: Network, loss: Loss, params: Params, x, y, fused: bool)
     z, h = trace.z, trace.h
     L1 = net.L + 1
     layers = []
-    for l in range(1, L1 + 1):  # noqa: E741
+    for l in range(1, L1 + 1):
         W, b = params[l - 1]
         if l == L1 and fused:
             d = jnp.ones_like(z[l])  # factors of z(L+1): the output activation is in the seed
@@ -309,7 +309,7 @@ def _sample_chain(factors: JacobianFactors) -> tuple[Layer, ...]:
     """Multiply one sample's factors backwards: the slide, literally."""
     g = factors.seed  # (1, H_{L+1}): g(L+1)
     grads = [None] * len(factors.layers)
-    for l in range(len(factors.layers), 0, -1):  # noqa: E741
+    for l in range(len(factors.layers), 0, -1):
         f = factors.layers[l - 1]
         H_l = f.dh_dw.shape[0]
         dJ_dw = g @ f.dh_dw  # (1, H_l * H_{l-1})
@@ -373,13 +373,13 @@ def _factor_names(net: Network, fused: bool) -> list[tuple[str, str]]:
     """``(field path, lecture name)`` of every factor, in the order of the chain."""
     L1 = net.L + 1
 
-    def hname(l: int) -> str:  # noqa: E741
+    def hname(l: int) -> str:
         if l == L1:
-            return "z(%d)" % l if fused else "y_hat"
+            return f"z({l})" if fused else "y_hat"
         return "x" if l == 0 else ("h" if net.L == 1 else f"h({l})")
 
     rows = [("seed", f"dJ/d{hname(L1)}")]
-    for l in range(L1, 0, -1):  # noqa: E741
+    for l in range(L1, 0, -1):
         if l > 1:
             rows.append((f"layers[{l - 1}].dh_dh_prev", f"d{hname(l)}/d{hname(l - 1)}"))
         rows.append((f"layers[{l - 1}].dh_dw", f"d{hname(l)}/dw({l})"))

@@ -49,7 +49,9 @@ def _compare_leaf(path: str, a, b) -> LeafComparison:
     a = np.asarray(a)
     b = np.asarray(b)
     if a.shape != b.shape:
-        raise ValueError(f"compare_gradients: leaf {path} has shape {a.shape} in a but {b.shape} in b")
+        raise ValueError(
+            f"compare_gradients: leaf {path} has shape {a.shape} in a but {b.shape} in b"
+        )
     kind = np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(b) else np.float64
     a, b = a.astype(kind), b.astype(kind)
     if a.size == 0:

@@ -91,7 +91,7 @@ def _is_concrete(a) -> bool:
 
 
 def check_targets(loss: Loss, y: jax.Array, where: str) -> None:
-    """When ``y`` is concrete: raise ``ValueError`` if it is non-finite or outside the loss's range."""
+    """Raise ``ValueError`` if a concrete ``y`` is non-finite or outside the loss's range."""
     if not _is_concrete(y):
         return
     y = np.asarray(y)

@@ -96,7 +96,9 @@ class Network:
     def __post_init__(self):
         sizes = self.sizes
         if isinstance(sizes, (int, str)) or not hasattr(sizes, "__len__"):
-            raise ValueError(f"Network: sizes must be a sequence of ints (D, ..., O); got {sizes!r}")
+            raise ValueError(
+                f"Network: sizes must be a sequence of ints (D, ..., O); got {sizes!r}"
+            )
         if len(sizes) < 2 or not all(
             isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in sizes
         ):
@@ -121,7 +123,7 @@ class Network:
         return self.sizes[0]
 
     @property
-    def O(self) -> int:  # noqa: E743 -- the lecture's symbol
+    def O(self) -> int:
         """Output dimension ``H_{L+1}``."""
         return self.sizes[-1]
 
@@ -130,7 +132,7 @@ class Network:
         """Number of hidden layers."""
         return len(self.sizes) - 2
 
-    def activation(self, l: int) -> Activation:  # noqa: E741 -- the lecture's symbol
+    def activation(self, l: int) -> Activation:
         """The activation of layer ``l`` (1-based): hidden for ``l <= L``, output for ``L+1``."""
         if not 1 <= l <= self.L + 1:
             raise ValueError(f"Network.activation: layer l={l} not in 1..{self.L + 1}")
@@ -162,7 +164,7 @@ class Network:
             raise ValueError(f"Network.init: dtype must be a float dtype; got {dtype}")
         keys = jax.random.split(key, self.L + 1)
         params = []
-        for l, k in enumerate(keys, start=1):  # noqa: E741
+        for l, k in enumerate(keys, start=1):
             fan_in, fan_out = self.sizes[l - 1], self.sizes[l]
             he = self.activation(l).name == "relu"
             std = math.sqrt(2.0 / fan_in) if he else math.sqrt(2.0 / (fan_in + fan_out))
@@ -184,7 +186,7 @@ class Network:
                 f"(sizes={self.sizes}): one Layer(W, b) per weight matrix"
             )
         problems = []
-        for l, layer in enumerate(params, start=1):  # noqa: E741
+        for l, layer in enumerate(params, start=1):
             if not isinstance(layer, Layer):
                 problems.append(f"params[{l - 1}] is a {type(layer).__name__}, not a Layer(W, b)")
                 continue
@@ -204,8 +206,8 @@ class Network:
                 )
         if problems:
             raise ValueError(
-                f"{where}: params do not fit the network (sizes={self.sizes}, bias={self.bias}):\n  "
-                + "\n  ".join(problems)
+                f"{where}: params do not fit the network "
+                f"(sizes={self.sizes}, bias={self.bias}):\n  " + "\n  ".join(problems)
             )
 
     def check_x(self, x: Any, where: str = "Network") -> None:
@@ -237,7 +239,7 @@ class Network:
         self.check_params(params, "Network.trace")
         self.check_x(x, "Network.trace")
         h, zs, hs = x, [None], [x]
-        for l, (W, b) in enumerate(params, start=1):  # noqa: E741
+        for l, (W, b) in enumerate(params, start=1):
             z = h @ W.T  # (N, H_l)
             if b is not None:
                 z = z + jnp.broadcast_to(b, z.shape)
@@ -263,7 +265,9 @@ def num_params(params: Params) -> int:
     return sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(params))
 
 
-def equivalent_linear_map(params: Params, net: Network | None = None) -> tuple[jax.Array, jax.Array]:
+def equivalent_linear_map(
+    params: Params, net: Network | None = None
+) -> tuple[jax.Array, jax.Array]:
     r"""The lecture's collapse: a network without activations is one linear map.
 
     .. math::

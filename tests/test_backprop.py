@@ -131,7 +131,7 @@ def test_every_factor_matches_jacrev_of_its_local_function(hidden, bias, key):
     np.testing.assert_allclose(
         factors.seed, jax.jacrev(lambda a: mse.value(a, y))(y_hat)[None, :], rtol=1e-14
     )
-    for l in range(1, net.L + 2):  # noqa: E741
+    for l in range(1, net.L + 2):
         W, b = params[l - 1]
         act = net.activation(l)
         h_prev = tr.h[l - 1]
@@ -184,8 +184,13 @@ def test_lecture_network_factor_shapes_and_table(key):
     assert f.layers[0].dh_dw.shape == (7, 3, 12)  # dh/dw(1)
     assert f.layers[0].dh_dh_prev is None
     table = factor_table(net, f)
-    for row in ("dJ/dy_hat      (1, 2)", "dy_hat/dh      (2, 3)", "dy_hat/dw(2)   (2, 6)",
-                "dh/dw(1)       (3, 12)", "P = 18"):
+    for row in (
+        "dJ/dy_hat      (1, 2)",
+        "dy_hat/dh      (2, 3)",
+        "dy_hat/dw(2)   (2, 6)",
+        "dh/dw(1)       (3, 12)",
+        "P = 18",
+    ):
         assert row in table
 
 

@@ -60,7 +60,7 @@ def test_trace_follows_the_lectures_indices(key):
     tr = net.trace(params, x)
     assert tr.z[0] is None and tr.h[0] is x
     assert [z.shape for z in tr.z[1:]] == [(6, 5), (6, 3), (6, 2)]
-    for l in (1, 2, 3):  # noqa: E741
+    for l in (1, 2, 3):
         W, b = params[l - 1]
         np.testing.assert_allclose(tr.z[l], tr.h[l - 1] @ W.T + b[None], rtol=1e-15)
         np.testing.assert_array_equal(tr.h[l], net.activation(l).fn(tr.z[l]))
@@ -78,13 +78,16 @@ def test_network_is_hashable_and_static_under_jit(key):
 def test_equivalent_linear_map_of_a_three_layer_identity_network(key):
     net = Network((4, 6, 5, 3), hidden="identity", output="identity")
     params = net.init(key)
-    params = tuple(Layer(W, jax.random.normal(jax.random.key(i), b.shape)) for i, (W, b) in
-                   enumerate(params))
+    params = tuple(
+        Layer(W, jax.random.normal(jax.random.key(i), b.shape)) for i, (W, b) in enumerate(params)
+    )
     W_eq, b_eq = equivalent_linear_map(params, net)
     W1, W2, W3 = (p.W for p in params)
     np.testing.assert_allclose(W_eq, W3 @ W2 @ W1, rtol=1e-14)
     x = jax.random.normal(jax.random.key(9), (10, 4))
-    np.testing.assert_allclose(x @ W_eq.T + b_eq[None], net.apply(params, x), rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(
+        x @ W_eq.T + b_eq[None], net.apply(params, x), rtol=1e-13, atol=1e-14
+    )
 
 
 def test_equivalent_linear_map_without_bias_has_zero_offset(key):

@@ -1,0 +1,179 @@
+"""Validate every gradient method of functional_nn against jax.grad, in float64.
+
+Runs an embedded suite of the lecture's networks (or one network given by options), prints one
+table with a line per network and method, and exits 0 only if every method is within its
+tolerance of the reference.
+
+    python scripts/validate.py                       # the suite
+    python scripts/validate.py --sizes 4,3,2 --hidden relu --output identity --loss mse --bias
+    python scripts/validate.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+
+import jax
+
+jax.config.update(
+    "jax_enable_x64", True
+)  # this process checks in float64; the library never sets it
+
+import jax.numpy as jnp  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import functional_nn as fnn  # noqa: E402
+
+TOLERANCE = 1e-12  # hand-written methods against autodiff, float64, normwise per leaf (DESIGN.md)
+METHODS = {"backprop": fnn.backprop, "jacobian_chain": fnn.jacobian_chain}
+
+SUITE = [
+    # name, Network kwargs, loss, seeds, batch sizes (None: a single sample (D,))
+    ("lecture 4-3-2", dict(sizes=(4, 3, 2), bias=False), "bce", (0, 1, 2), (None, 1, 8, 64)),
+    ("logistic regression", dict(sizes=(5, 1)), "bce", (0, 1, 2), (None, 16, 128)),
+    ("multi-output logistic", dict(sizes=(6, 3)), "bce", (0, 1, 2), (1, 32)),
+    (
+        "ReLU regression",
+        dict(sizes=(3, 16, 16, 1), hidden="relu", output="identity"),
+        "mse",
+        (0, 1, 2),
+        (1, 32),
+    ),
+    ("deep sigmoid (6 hidden)", dict(sizes=(5, 8, 8, 8, 8, 8, 8, 2)), "bce", (0, 1), (1, 16)),
+]
+
+
+def make_problem(net: fnn.Network, loss: str, seed: int, batch: int | None):
+    """Params with non-zero biases, standard-normal x, and y fitting the loss."""
+    kp, kb, kx, ky = jax.random.split(jax.random.key(seed), 4)
+    params = net.init(kp, jnp.float64)
+    if net.bias:
+        keys = jax.random.split(kb, len(params))
+        params = tuple(
+            fnn.Layer(W, 0.5 * jax.random.normal(k, b.shape, jnp.float64))
+            for (W, b), k in zip(params, keys, strict=True)
+        )
+    x_shape = (net.D,) if batch is None else (batch, net.D)
+    y_shape = x_shape[:-1] + (net.O,)
+    x = jax.random.normal(kx, x_shape, jnp.float64)
+    if loss == "bce":
+        y = (jax.random.uniform(ky, y_shape) > 0.5).astype(jnp.float64)
+    else:
+        y = jax.random.normal(ky, y_shape, jnp.float64)
+    return params, x, y
+
+
+def check_network(name, net, loss, seeds, batches, methods):
+    """One row per method: the worst normwise leaf error over every seed and batch size."""
+    worst = {m: 0.0 for m in methods}
+    seconds = {m: 0.0 for m in methods}
+    jitted = {m: jax.jit(functools.partial(METHODS[m], net, loss)) for m in methods}
+    reference_method = jax.jit(functools.partial(fnn.autodiff, net, loss))
+    for seed in seeds:
+        for batch in batches:
+            params, x, y = make_problem(net, loss, seed, batch)
+            _, reference = reference_method(params, x, y)
+            for m in methods:
+                start = time.perf_counter()
+                _, grads = jitted[m](params, x, y)
+                jax.block_until_ready(grads)
+                seconds[m] += time.perf_counter() - start
+                err = max(c.normwise for c in fnn.compare_gradients(grads, reference))
+                worst[m] = max(worst[m], err)
+    return [
+        {
+            "network": name,
+            "sizes": list(net.sizes),
+            "hidden": net.hidden,
+            "output": net.output,
+            "bias": net.bias,
+            "loss": loss,
+            "method": m,
+            "reference": "autodiff",
+            "error": worst[m],
+            "tolerance": TOLERANCE,
+            "ok": bool(worst[m] <= TOLERANCE),
+            "cases": len(seeds) * len(batches),
+            "seconds": seconds[m],
+        }
+        for m in methods
+    ]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sizes", help="one network instead of the suite, e.g. 4,3,2")
+    p.add_argument("--hidden", default="sigmoid", choices=sorted(fnn.ACTIVATIONS))
+    p.add_argument("--output", default="sigmoid", choices=["sigmoid", "identity"])
+    p.add_argument("--loss", default=None, choices=sorted(fnn.LOSSES))
+    p.add_argument("--bias", action="store_true", help="give the network biases")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
+    p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    args = p.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown or not args.methods:
+        p.error(f"--methods: unknown {unknown}; choose from {sorted(METHODS)}")
+    if args.batch < 1:
+        p.error(f"--batch must be >= 1; got {args.batch}")
+    return p, args
+
+
+def main(argv=None) -> int:
+    parser, args = parse_args(argv)
+    if args.sizes:
+        try:
+            sizes = tuple(int(s) for s in args.sizes.split(","))
+            net = fnn.Network(sizes, hidden=args.hidden, output=args.output, bias=args.bias)
+        except ValueError as err:
+            parser.error(f"--sizes {args.sizes!r}: {err}")
+        loss = args.loss or ("bce" if args.output == "sigmoid" else "mse")
+        if loss == "bce" and args.output != "sigmoid":
+            parser.error("--loss bce needs --output sigmoid (y_hat must lie in (0, 1))")
+        suite = [(f"{args.sizes} {args.hidden}", net, loss, (args.seed,), (args.batch,))]
+    else:
+        suite = [(n, fnn.Network(**kw), loss, s, b) for n, kw, loss, s, b in SUITE]
+
+    console = Console(width=max(Console().width, 110))
+    rows = []
+    start = time.perf_counter()
+    for name, net, loss, seeds, batches in suite:
+        rows += check_network(name, net, loss, seeds, batches, args.methods)
+
+    table = Table(title=f"functional_nn: gradients against autodiff (float64), {jax.devices()[0]}")
+    for col in ("network", "loss", "method", "worst error", "tolerance", "cases", "verdict"):
+        table.add_column(
+            col, justify="right" if col in ("worst error", "tolerance", "cases") else "left"
+        )
+    for r in rows:
+        verdict = "[green]pass[/green]" if r["ok"] else "[bold red]FAIL[/bold red]"
+        table.add_row(
+            r["network"],
+            r["loss"],
+            r["method"],
+            f"{r['error']:.2e}",
+            f"{r['tolerance']:.0e}",
+            str(r["cases"]),
+            verdict,
+        )
+    console.print(table)
+    ok = all(r["ok"] for r in rows)
+    failed = sum(not r["ok"] for r in rows)
+    console.print(
+        f"{len(rows) - failed} passed, {failed} failed in {time.perf_counter() - start:.1f} s"
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"ok": ok, "rows": rows}, f, indent=2)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The scripts run end to end, in their own processes, and mean what they exit with."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args, **kw):
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=600, **kw
+    )
+
+
+def test_validate_passes_and_writes_json(tmp_path):
+    out = tmp_path / "v.json"
+    r = _run(
+        "scripts/validate.py",
+        "--sizes",
+        "4,3,2",
+        "--hidden",
+        "relu",
+        "--output",
+        "identity",
+        "--bias",
+        "--batch",
+        "5",
+        "--json",
+        str(out),
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(out.read_text())
+    assert data["ok"] is True
+    assert {row["method"] for row in data["rows"]} == {"backprop", "jacobian_chain"}
+    assert all(row["loss"] == "mse" and row["error"] <= row["tolerance"] for row in data["rows"])
+    assert "2 passed, 0 failed" in r.stdout
+
+
+def test_validate_exits_1_when_a_method_is_broken(tmp_path):
+    # run validate.main with backprop's bias gradient zeroed: the check must catch it
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.argv = ["validate.py", "--sizes", "3,4,2", "--bias", "--batch", "4"]
+        sys.path.insert(0, "scripts")
+        import validate
+
+        correct = validate.METHODS["backprop"]
+
+        def broken(*args, **kwargs):
+            J, g = correct(*args, **kwargs)
+            return J, (g[0]._replace(b=0 * g[0].b),) + g[1:]
+
+        validate.METHODS["backprop"] = broken
+        sys.exit(validate.main())
+        """
+    )
+    r = _run("-c", code)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL" in r.stdout and "1 passed, 1 failed" in r.stdout
+
+
+def test_validate_rejects_bad_options():
+    r = _run("scripts/validate.py", "--sizes", "4,0")
+    assert r.returncode == 2 and "sizes must hold at least two positive ints" in r.stderr
+    r = _run("scripts/validate.py", "--methods", "nope")
+    assert r.returncode == 2 and "unknown ['nope']" in r.stderr
+
+
+def test_importing_the_library_imports_no_sympy_and_changes_no_setting():
+    code = textwrap.dedent(
+        """
+        import sys, jax
+        settings = lambda: (jax.config.jax_enable_x64, jax.config.jax_numpy_rank_promotion)
+        before = settings()
+        import functional_nn
+        assert settings() == before, (before, settings())
+        bad = [m for m in ("sympy", "matplotlib", "sklearn", "rich", "tqdm") if m in sys.modules]
+        assert not bad, bad
+        """
+    )
+    r = _run("-c", code)
+    assert r.returncode == 0, r.stderr
