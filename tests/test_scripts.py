@@ -84,3 +84,24 @@ def test_importing_the_library_imports_no_sympy_and_changes_no_setting():
     )
     r = _run("-c", code)
     assert r.returncode == 0, r.stderr
+
+
+def test_benchmark_quick_runs_and_reports_every_network(tmp_path):
+    out = tmp_path / "bench.json"
+    r = _run("scripts/benchmark.py", "--quick", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(out.read_text())
+    assert [m["network"] for m in data["methods"]] == ["64-32-32-1", "784-256-256-10"]
+    assert all(m["backprop_over_autodiff"] > 0 for m in data["methods"])
+    assert data["jacobian_chain"]["jacobian_chain_peak_bytes"] > 0
+
+
+def test_benchmark_counts_the_flops_a_gradient_needs():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import benchmark
+
+    from functional_nn import Network
+
+    # lecture net: forward 2(12 + 6), weight gradients 2(12 + 6), input gradient of layer 2 only 2*6
+    assert benchmark.gradient_flops(Network((4, 3, 2)), batch=1) == 2 * (2 * 18 + 6)
+    assert benchmark.gradient_flops(Network((4, 1)), batch=10) == 10 * 2 * 2 * 4

@@ -1,0 +1,204 @@
+"""Benchmark functional_nn's gradient methods as ratios taken in one run.
+
+Every comparison interleaves the two jitted calls (A B A B ...) after a warm-up and reports the
+median of the per-pair time ratios, which holds to about 2% on a shared machine where separate
+medians swing by 10%. Achieved GFLOP/s are printed beside the device's measured ``jnp.dot``
+peak for the same dtype. Run it when nothing else runs.
+
+    python scripts/benchmark.py            # everything (a few minutes on 2 cores)
+    python scripts/benchmark.py --quick    # fewer repetitions, no 1024-2048-2048-1024
+    python scripts/benchmark.py --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+from rich.console import Console
+from rich.table import Table
+
+import functional_nn as fnn
+
+# (label, Network kwargs, loss, batch): the networks of the core issue
+NETWORKS = [
+    ("64-32-32-1", dict(sizes=(64, 32, 32, 1), hidden="relu"), "bce", 256),
+    ("784-256-256-10", dict(sizes=(784, 256, 256, 10), hidden="relu"), "bce", 256),
+    (
+        "1024-2048-2048-1024",
+        dict(sizes=(1024, 2048, 2048, 1024), hidden="relu", output="identity"),
+        "mse",
+        1024,
+    ),
+]
+
+
+def _timed(f, *args) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(f(*args))
+    return time.perf_counter() - start
+
+
+def median_time(f, *args, reps: int = 10) -> float:
+    """Median wall time of ``f(*args)`` after one warm-up call."""
+    jax.block_until_ready(f(*args))
+    return statistics.median(_timed(f, *args) for _ in range(reps))
+
+
+def paired(f_a, f_b, *args, pairs: int = 10) -> dict:
+    """Interleave ``f_a`` and ``f_b`` (A B A B ...) after a warm-up of each.
+
+    Returns the median time of each and the median of the per-pair ratios ``t_a / t_b``.
+    """
+    jax.block_until_ready(f_a(*args))
+    jax.block_until_ready(f_b(*args))
+    t_a, t_b = [], []
+    for _ in range(pairs):
+        t_a.append(_timed(f_a, *args))
+        t_b.append(_timed(f_b, *args))
+    ratios = [a / b for a, b in zip(t_a, t_b, strict=True)]
+    return {
+        "a_s": statistics.median(t_a),
+        "b_s": statistics.median(t_b),
+        "ratio": statistics.median(ratios),
+    }
+
+
+def dot_peak(dtype, n: int = 2048, reps: int = 10) -> float:
+    """GFLOP/s of a jitted square ``jnp.dot`` of size ``n``: the device's practical peak."""
+    k1, k2 = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(k1, (n, n), dtype)
+    b = jax.random.normal(k2, (n, n), dtype)
+    t = median_time(jax.jit(jnp.dot), a, b, reps=reps)
+    return 2 * n**3 / t / 1e9
+
+
+def gradient_flops(net: fnn.Network, batch: int) -> int:
+    """Flops a value-and-gradient needs: forward, weight gradients, and input gradients for
+    layers 2..L+1 (the first layer needs none). Elementwise work is not counted."""
+    mults = [o * i for o, i in zip(net.sizes[1:], net.sizes[:-1], strict=True)]
+    return 2 * batch * (2 * sum(mults) + sum(mults[1:]))
+
+
+def problem(net: fnn.Network, loss: str, batch: int, dtype):
+    kp, kx, ky = jax.random.split(jax.random.key(0), 3)
+    params = net.init(kp, dtype)
+    x = jax.random.normal(kx, (batch, net.D), dtype)
+    if loss == "bce":
+        y = (jax.random.uniform(ky, (batch, net.O)) > 0.5).astype(dtype)
+    else:
+        y = jax.random.normal(ky, (batch, net.O), dtype)
+    return params, x, y
+
+
+def bench_methods(networks, dtype, pairs: int) -> list[dict]:
+    """backprop against autodiff, value and gradient, jitted, per network."""
+    rows = []
+    for label, kw, loss, batch in networks:
+        net = fnn.Network(**kw)
+        params, x, y = problem(net, loss, batch, dtype)
+        backprop = jax.jit(functools.partial(fnn.backprop, net, loss))
+        autodiff = jax.jit(functools.partial(fnn.autodiff, net, loss))
+        r = paired(backprop, autodiff, params, x, y, pairs=pairs)
+        flops = gradient_flops(net, batch)
+        rows.append(
+            {
+                "network": label,
+                "batch": batch,
+                "dtype": jnp.dtype(dtype).name,
+                "backprop_ms": 1e3 * r["a_s"],
+                "autodiff_ms": 1e3 * r["b_s"],
+                "backprop_over_autodiff": r["ratio"],
+                "backprop_gflops": flops / r["a_s"] / 1e9,
+                "autodiff_gflops": flops / r["b_s"] / 1e9,
+            }
+        )
+    return rows
+
+
+def memory_bytes(f, *args) -> dict:
+    """XLA's own accounting of a compiled call: temporaries, arguments and outputs."""
+    m = jax.jit(f).lower(*args).compile().memory_analysis()
+    temp, arg, out = m.temp_size_in_bytes, m.argument_size_in_bytes, m.output_size_in_bytes
+    return {"temp_bytes": temp, "peak_bytes": temp + arg + out}
+
+
+def bench_jacobian_chain(dtype, pairs: int, batch: int = 1000) -> dict:
+    """The lecture's network (4-3-2, sigmoid, BCE, no bias) at batch 1000."""
+    net = fnn.Network((4, 3, 2), bias=False)
+    params, x, y = problem(net, "bce", batch, dtype)
+    chain = functools.partial(fnn.jacobian_chain, net, "bce")
+    autodiff = functools.partial(fnn.autodiff, net, "bce")
+    r = paired(jax.jit(chain), jax.jit(autodiff), params, x, y, pairs=pairs)
+    return {
+        "network": "4-3-2 (lecture)",
+        "batch": batch,
+        "dtype": jnp.dtype(dtype).name,
+        "jacobian_chain_ms": 1e3 * r["a_s"],
+        "autodiff_ms": 1e3 * r["b_s"],
+        "jacobian_chain_over_autodiff": r["ratio"],
+        **{f"jacobian_chain_{k}": v for k, v in memory_bytes(chain, params, x, y).items()},
+        **{f"autodiff_{k}": v for k, v in memory_bytes(autodiff, params, x, y).items()},
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions, smaller networks")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    pairs = 5 if args.quick else 15
+    networks = NETWORKS[:2] if args.quick else NETWORKS
+    console = Console(width=max(Console().width, 110))
+    device = jax.devices()[0]
+    console.print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
+
+    dtype = jnp.float32
+    peak = dot_peak(dtype, n=1024 if args.quick else 2048)
+    console.print(f"jnp.dot peak, float32: {peak:.1f} GFLOP/s")
+
+    methods = bench_methods(networks, dtype, pairs)
+    t = Table(title="value and gradient, float32, jitted (ratio: median of interleaved pairs)")
+    for col in ("network", "batch", "backprop ms", "autodiff ms", "backprop/autodiff",
+                "backprop GFLOP/s", "% of dot peak"):  # fmt: skip
+        t.add_column(col, justify="left" if col == "network" else "right")
+    for r in methods:
+        t.add_row(
+            r["network"],
+            str(r["batch"]),
+            f"{r['backprop_ms']:.3f}",
+            f"{r['autodiff_ms']:.3f}",
+            f"{r['backprop_over_autodiff']:.3f}",
+            f"{r['backprop_gflops']:.1f}",
+            f"{100 * r['backprop_gflops'] / peak:.0f}%",
+        )
+    console.print(t)
+
+    chain = bench_jacobian_chain(dtype, pairs)
+    console.print(
+        f"jacobian_chain, {chain['network']}, batch {chain['batch']}: "
+        f"{chain['jacobian_chain_ms']:.3f} ms ({chain['jacobian_chain_over_autodiff']:.2f}x "
+        f"autodiff), peak memory {chain['jacobian_chain_peak_bytes'] / 2**10:.0f} KiB "
+        f"(autodiff {chain['autodiff_peak_bytes'] / 2**10:.0f} KiB)"
+    )
+    if args.json:
+        result = {
+            "device": str(device),
+            "jax": jax.__version__,
+            "dot_peak_gflops": {"float32": peak},
+            "methods": methods,
+            "jacobian_chain": chain,
+        }
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
