@@ -25,7 +25,26 @@ from functional_nn.backprop import (
     jacobian_factors,
     objective,
 )
-from functional_nn.gradcheck import LeafComparison, compare_gradients
+from functional_nn.eps_study import EpsStudy, eps_study, observed_order
+from functional_nn.finite_differences import (
+    FiniteDifferenceResult,
+    default_eps,
+    finite_difference_grad,
+    finite_difference_jacobian,
+    finite_differences,
+    local_finite_differences,
+)
+from functional_nn.gradcheck import (
+    TOLERANCES,
+    CheckRow,
+    GradCheckReport,
+    GradientMismatch,
+    LeafComparison,
+    check_gradients,
+    compare_gradients,
+    complex_step,
+    default_methods,
+)
 from functional_nn.losses import LOSSES, Loss, bce, get_loss, mse, softplus
 from functional_nn.network import Layer, Network, Params, Trace, equivalent_linear_map, num_params
 
@@ -34,7 +53,13 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "LOSSES",
+    "TOLERANCES",
     "Activation",
+    "CheckRow",
+    "EpsStudy",
+    "FiniteDifferenceResult",
+    "GradCheckReport",
+    "GradientMismatch",
     "JacobianFactors",
     "Layer",
     "LayerFactors",
@@ -46,17 +71,27 @@ __all__ = [
     "autodiff",
     "backprop",
     "bce",
+    "check_gradients",
     "compare_gradients",
+    "complex_step",
+    "default_eps",
+    "default_methods",
+    "eps_study",
     "equivalent_linear_map",
     "factor_table",
+    "finite_difference_grad",
+    "finite_difference_jacobian",
+    "finite_differences",
     "get_activation",
     "get_loss",
     "identity",
     "jacobian_chain",
     "jacobian_factors",
+    "local_finite_differences",
     "mse",
     "num_params",
     "objective",
+    "observed_order",
     "relu",
     "sigmoid",
     "softplus",

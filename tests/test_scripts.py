@@ -34,9 +34,14 @@ def test_validate_passes_and_writes_json(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     data = json.loads(out.read_text())
     assert data["ok"] is True
-    assert {row["method"] for row in data["rows"]} == {"backprop", "jacobian_chain"}
+    assert {row["method"] for row in data["rows"]} == {
+        "backprop", "jacobian_chain", "finite_differences", "complex_step",
+        "local_finite_differences",
+    }  # fmt: skip
     assert all(row["loss"] == "mse" and row["error"] <= row["tolerance"] for row in data["rows"])
-    assert "2 passed, 0 failed" in r.stdout
+    evaluations = {row["method"]: row["evaluations"] for row in data["rows"]}
+    assert evaluations["finite_differences"] == 2 * (4 * 3 + 3 + 3 * 2 + 2)
+    assert "5 passed, 0 failed" in r.stdout
 
 
 def test_validate_exits_1_when_a_method_is_broken(tmp_path):
@@ -60,7 +65,7 @@ def test_validate_exits_1_when_a_method_is_broken(tmp_path):
     )
     r = _run("-c", code)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "FAIL" in r.stdout and "1 passed, 1 failed" in r.stdout
+    assert "FAIL" in r.stdout and "4 passed, 1 failed" in r.stdout
 
 
 def test_validate_rejects_bad_options():

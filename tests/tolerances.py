@@ -8,3 +8,9 @@ DERIVATIVE_VS_GRAD = {"float64": 1e-13, "float32": 1e-6}
 
 COMPLEX_STEP_1D = 1e-13
 """Relative: Im f(x + ih) / h against f'(x), h = 1e-30, float64."""
+
+COMPLEX_STEP_VS_AUTODIFF = 1e-13
+"""Normwise, per leaf, float64: the complex step of the whole objective (DESIGN.md)."""
+
+LOCAL_FD_VS_AUTODIFF = 1e-7
+"""Normwise, per leaf, float64: the lecture's chain of locally differenced factors."""

@@ -1,0 +1,105 @@
+r"""How the error of finite differences depends on the step: the V-shaped curve.
+
+For a step :math:`h`, a difference quotient has a truncation error that falls with :math:`h`
+(:math:`O(h)` forward, :math:`O(h^2)` central and complex step) and a rounding error that
+grows as :math:`u/h` (:math:`u` the machine epsilon), except for the complex step, which
+subtracts nothing. On a log-log plot of error against :math:`h` the two make a V; the slope
+of its right arm is the observed order of accuracy. :func:`eps_study` measures the error of
+each scheme against ``autodiff`` over a log grid of relative steps and estimates that slope.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from functional_nn.backprop import autodiff, objective
+from functional_nn.finite_differences import finite_difference_grad
+
+__all__ = ["EpsStudy", "eps_study", "observed_order"]
+
+
+class EpsStudy(NamedTuple):
+    """Errors of finite differences over a grid of steps.
+
+    Attributes:
+        eps: the relative steps, ascending.
+        errors: scheme -> worst normwise leaf error against ``autodiff`` at each step.
+        orders: scheme -> observed order of accuracy (slope of the truncation arm), ``nan``
+            where the grid holds too few points of it.
+    """
+
+    eps: np.ndarray
+    errors: dict[str, np.ndarray]
+    orders: dict[str, float]
+
+
+def observed_order(eps, errors, floor_factor: float = 100.0, ceiling: float = 1e-1) -> float:
+    """The slope of log(error) against log(eps) where truncation dominates.
+
+    Those are the steps above the best one whose error stands at least ``floor_factor``
+    above the smallest error (so rounding is negligible) and below ``ceiling`` (so the
+    expansion in ``eps`` still holds). ``nan`` with fewer than two such points.
+    """
+    eps, errors = np.asarray(eps, float), np.asarray(errors, float)
+    best = int(np.nanargmin(errors))
+    keep = (
+        (np.arange(eps.size) > best)
+        & (errors > floor_factor * errors[best])
+        & (errors < ceiling)
+        & (errors > 0)
+    )
+    if keep.sum() < 2:
+        return float("nan")
+    slope, _ = np.polyfit(np.log10(eps[keep]), np.log10(errors[keep]), 1)
+    return float(slope)
+
+
+def eps_study(
+    net,
+    loss,
+    params,
+    x,
+    y,
+    schemes=("forward", "central", "complex_step"),
+    eps=None,
+    reduction: str = "sum",
+) -> EpsStudy:
+    """Measure each scheme's error against ``autodiff`` over a log grid of steps.
+
+    Args:
+        net, loss, params, x, y, reduction: the problem (float64 parameters for a V with
+            both arms).
+        schemes: the finite-difference schemes to measure.
+        eps: the relative steps; default ``logspace(-16, -1, 31)``.
+
+    Returns:
+        :class:`EpsStudy`, errors normwise (the worst leaf) at each step.
+    """
+    eps = np.logspace(-16, -1, 31) if eps is None else np.sort(np.asarray(eps, float))
+    _, ref = autodiff(net, loss, params, x, y, reduction)
+    J = objective(net, loss, reduction)
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
+    ref_leaves = jax.tree_util.tree_leaves(ref)
+    scale = [jnp.max(jnp.abs(r)) for r in ref_leaves]
+
+    def error(grads):
+        leaves = jax.tree_util.tree_leaves(grads)
+        errs = [
+            jnp.max(jnp.abs(g - r)) / jnp.where(s > 0, s, 1)
+            for g, r, s in zip(leaves, ref_leaves, scale, strict=True)
+        ]
+        return jnp.max(jnp.stack(errs))
+
+    errors, orders = {}, {}
+    for scheme in schemes:
+
+        def one(e, scheme=scheme):
+            return error(finite_difference_grad(lambda p: J(p, x, y), params, scheme, e))
+
+        errors[scheme] = np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(eps, dtype)))
+        orders[scheme] = observed_order(eps, errors[scheme])
+    return EpsStudy(eps, errors, orders)

@@ -1,0 +1,243 @@
+"""Finite differences: orders of accuracy, the complex step, vectorization, counts, bad input."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tolerances import COMPLEX_STEP_VS_AUTODIFF, LOCAL_FD_VS_AUTODIFF
+
+from functional_nn import (
+    Layer,
+    Network,
+    autodiff,
+    compare_gradients,
+    default_eps,
+    eps_study,
+    finite_difference_grad,
+    finite_difference_jacobian,
+    finite_differences,
+    local_finite_differences,
+    objective,
+)
+from functional_nn.finite_differences import _ravel, _steps, evaluations, local_evaluations
+
+
+def _problem(net, loss, key, n=6):
+    kp, kx, ky = jax.random.split(key, 3)
+    params = net.init(kp)
+    if net.bias:
+        params = tuple(Layer(W, 0.2 + 0 * b) for W, b in params)
+    x = jax.random.normal(kx, (n, net.D))
+    if loss == "bce":
+        y = (jax.random.uniform(ky, (n, net.O)) > 0.5).astype(x.dtype)
+    else:
+        y = jax.random.normal(ky, (n, net.O))
+    return params, x, y
+
+
+def _error(grads, ref):
+    return max(c.normwise for c in compare_gradients(grads, ref))
+
+
+# -- accuracy -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hidden", ["sigmoid", "tanh"])
+def test_orders_of_accuracy_are_measured_not_assumed(hidden, key):
+    net = Network((3, 4, 2), hidden=hidden)
+    params, x, y = _problem(net, "bce", key)
+    _, ref = autodiff(net, "bce", params, x, y)
+    J = objective(net, "bce")
+
+    def err(scheme, eps):
+        return _error(finite_difference_grad(lambda p: J(p, x, y), params, scheme, eps), ref)
+
+    # truncation dominates at these steps: forward O(eps), central O(eps^2)
+    assert 7 < err("forward", 1e-3) / err("forward", 1e-4) < 14
+    assert 70 < err("central", 1e-2) / err("central", 1e-3) < 140
+    study = eps_study(net, "bce", params, x, y, schemes=("forward", "central"))
+    assert abs(study.orders["forward"] - 1) < 0.15
+    assert abs(study.orders["central"] - 2) < 0.15
+    # the V: the best step of each scheme is near its default, and far better than the ends
+    for scheme in ("forward", "central"):
+        errors = study.errors[scheme]
+        best = study.eps[np.nanargmin(errors)]
+        assert 0.01 < best / default_eps(scheme, "float64") < 100
+        assert np.nanmin(errors) < 1e-3 * min(errors[1], errors[-1])
+
+
+@pytest.mark.parametrize("loss, output", [("bce", "sigmoid"), ("mse", "identity")])
+@pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "identity"])
+def test_complex_step_matches_autodiff(hidden, loss, output, key):
+    net = Network((3, 5, 4, 2), hidden=hidden, output=output)
+    params, x, y = _problem(net, loss, key)
+    _, ref = autodiff(net, loss, params, x, y)
+    _, grads = finite_differences(net, loss, params, x, y, scheme="complex_step")
+    assert _error(grads, ref) <= COMPLEX_STEP_VS_AUTODIFF
+
+
+@pytest.mark.parametrize("hidden", ["sigmoid", "relu", "tanh"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_local_finite_differences_match_autodiff(hidden, bias, key):
+    net = Network((4, 3, 3, 2), hidden=hidden, bias=bias)
+    params, x, y = _problem(net, "bce", key)
+    _, ref = autodiff(net, "bce", params, x, y)
+    r = local_finite_differences(net, "bce", params, x, y, return_info=True)
+    kinks = sum(int(k.sum()) for k in jax.tree_util.tree_leaves(r.kinks))
+    assert kinks == 0  # random data: no pre-activation within a step of 0
+    assert _error(r.value[1], ref) <= LOCAL_FD_VS_AUTODIFF
+    _, cs = local_finite_differences(net, "bce", params, x, y, scheme="complex_step")
+    assert _error(cs, ref) <= COMPLEX_STEP_VS_AUTODIFF
+
+
+def test_finite_difference_jacobian_matches_jax_jacobian(key):
+    W = jax.random.normal(key, (3, 4))
+
+    def f(v):
+        return jnp.tanh(W @ v)
+
+    v = jax.random.normal(jax.random.key(1), (4,))
+    for scheme, tol in (("central", 1e-9), ("complex_step", 1e-15), ("forward", 1e-6)):
+        J = finite_difference_jacobian(f, v, scheme)
+        assert J.shape == (3, 4)
+        np.testing.assert_allclose(J, jax.jacobian(f)(v), rtol=0, atol=tol)
+
+
+# -- vectorization and counts -------------------------------------------------------------------
+
+
+def _recording(f, calls):
+    """f, plus a host callback that records every evaluation's value, one call per
+    evaluation even under vmap (vmap_method="sequential")."""
+
+    def record(v):
+        calls.append(float(v))
+        return np.zeros((), v.dtype)
+
+    def g(p):
+        v = f(p)
+        re = jnp.real(v)
+        spy = jax.pure_callback(record, jax.ShapeDtypeStruct((), re.dtype), re,
+                                vmap_method="sequential")  # fmt: skip
+        return v + spy
+
+    return g
+
+
+@pytest.mark.parametrize("scheme", ["forward", "central", "complex_step"])
+def test_evaluation_counts_are_counted_not_assumed(scheme, key):
+    net = Network((4, 5, 3), hidden="tanh")
+    params, x, y = _problem(net, "bce", key)
+    P = net.num_params()
+    J = objective(net, "bce")
+    calls = []
+    r = finite_difference_grad(
+        _recording(lambda p: J(p, x, y), calls), params, scheme, chunk_size=7, return_info=True
+    )
+    assert (
+        len(calls)
+        == r.evaluations
+        == {"forward": P + 1, "central": 2 * P, "complex_step": P}[scheme]
+    )
+
+
+def test_vectorized_differences_equal_a_plain_loop_evaluation_for_evaluation(key):
+    """Every vectorized evaluation of J equals the plain loop's to rounding, and so does the
+    gradient. XLA rounds a batched product differently from a single one (in the last bit),
+    so bit-for-bit equality does not hold across batch shapes; this bounds the difference."""
+    net = Network((4, 5, 3), hidden="tanh")
+    params, x, y = _problem(net, "bce", key)
+    J = objective(net, "bce")
+    calls = []
+    P = net.num_params()  # one chunk: the callback sees every J(+) of it, then every J(-)
+    grads = finite_difference_grad(
+        _recording(lambda p: J(p, x, y), calls), params, "central", chunk_size=P
+    )
+    theta, unravel = _ravel(params)
+    h = _steps(theta, "central", default_eps("central", theta.dtype))
+    jitted = jax.jit(lambda t: J(unravel(t), x, y))
+    plus = [float(jitted(theta.at[i].add(h[i]))) for i in range(theta.size)]
+    minus = [float(jitted(theta.at[i].add(-h[i]))) for i in range(theta.size)]
+    looped = (np.array(plus) - np.array(minus)) / (2 * np.asarray(h))
+    vectorized = np.array(calls).reshape(2, P).T  # per direction: (plus, minus)
+    u = np.finfo(np.float64).eps
+    scale = max(abs(v) for v in plus)
+    np.testing.assert_allclose(vectorized[:, 0], plus, rtol=0, atol=4 * u * scale)
+    np.testing.assert_allclose(vectorized[:, 1], minus, rtol=0, atol=4 * u * scale)
+    floor = 8 * u * scale / np.asarray(h).min()
+    np.testing.assert_allclose(_ravel(grads)[0], looped, rtol=0, atol=floor)
+
+
+def test_chunk_sizes_change_nothing_but_rounding(key):
+    net = Network((4, 5, 3), hidden="tanh")
+    params, x, y = _problem(net, "bce", key)
+    f = functools.partial(objective(net, "bce"), x=x, y=y)
+    theta, _ = _ravel(params)
+    results = {c: _ravel(finite_difference_grad(f, params, chunk_size=c))[0] for c in (1, 7, 64)}
+    floor = 8 * np.finfo(np.float64).eps * abs(float(f(params))) / default_eps("central", "float64")
+    for c in (1, 7):
+        np.testing.assert_allclose(results[c], results[64], rtol=0, atol=floor)
+    assert theta.size == 43
+
+
+def test_local_evaluations_are_the_sum_of_local_input_sizes():
+    net = Network(
+        (4, 3, 2), bias=False
+    )  # dJ/dy_hat: 2; dh/dw(1): 12; dy_hat/dw(2): 6; dy_hat/dh: 3
+    assert local_evaluations(net, "complex_step") == 2 + 12 + 6 + 3
+    assert local_evaluations(net, "central") == 2 * (2 + 12 + 6 + 3)
+    assert local_evaluations(net, "forward") == (2 + 12 + 6 + 3) + 4
+    biased = Network((4, 3, 2))
+    assert local_evaluations(biased, "complex_step") == 2 + (12 + 3) + (6 + 2 + 3)
+    assert evaluations("central", 18) == 36 and evaluations("forward", 18) == 19
+
+
+def test_default_eps_follows_scheme_and_dtype():
+    u64, u32 = np.finfo(np.float64).eps, np.finfo(np.float32).eps
+    assert default_eps("forward", "float64") == pytest.approx(np.sqrt(u64))
+    assert default_eps("central", "float64") == pytest.approx(u64 ** (1 / 3))
+    assert default_eps("central", "float32") == pytest.approx(u32 ** (1 / 3))
+    assert default_eps("complex_step", "float64") == pytest.approx(u64)
+
+
+def test_step_scales_with_the_parameter_and_is_exactly_representable():
+    theta = jnp.array([0.0, 0.5, -3.0, 1e3])
+    h = _steps(theta, "central", 1e-5)
+    np.testing.assert_allclose(h, 1e-5 * np.array([1.0, 1.0, 3.0, 1e3]), rtol=1e-10)
+    assert bool(jnp.all((theta + h) - theta == h))
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def test_bad_arguments_get_clear_errors():
+    f = lambda p: jnp.sum(p**2)  # noqa: E731
+    p = jnp.ones(3)
+    with pytest.raises(ValueError, match="eps must be a positive finite number; got 0"):
+        finite_difference_grad(f, p, eps=0)
+    with pytest.raises(ValueError, match="eps must be a positive finite number; got -1e-06"):
+        finite_difference_grad(f, p, eps=-1e-6)
+    with pytest.raises(ValueError, match="unknown scheme 'backward'"):
+        finite_difference_grad(f, p, scheme="backward")
+    with pytest.raises(ValueError, match=r"f must return a scalar; got shape \(3,\)"):
+        finite_difference_grad(lambda q: q**2, p)
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1; got 0"):
+        finite_difference_grad(f, p, chunk_size=0)
+    with pytest.raises(ValueError, match="complex-analytic.*abs"):
+        finite_difference_grad(lambda q: jnp.sum(jnp.abs(q)), p, scheme="complex_step")
+    with pytest.raises(ValueError, match="bfloat16 has 8 significant bits"):
+        finite_difference_grad(f, p.astype(jnp.bfloat16))
+    with pytest.raises(ValueError, match="float16"):
+        finite_differences(*_half_problem())
+    with pytest.raises(ValueError, match="must be floating point"):
+        finite_difference_grad(f, jnp.ones(3, int))
+
+
+def _half_problem():
+    net = Network((2, 1))
+    params = tuple(Layer(W.astype(jnp.float16), b.astype(jnp.float16))
+                   for W, b in net.init(jax.random.key(0)))  # fmt: skip
+    x = jnp.ones((3, 2), jnp.float16)
+    return net, "bce", params, x, jnp.ones((3, 1), jnp.float16)
