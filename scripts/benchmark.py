@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 import functional_nn as fnn
+from functional_nn.finite_differences import _ravel, _steps
+from functional_nn.gradcheck import _directions, directional_derivatives
 
 # (label, Network kwargs, loss, batch): the networks of the core issue
 NETWORKS = [
@@ -148,6 +150,106 @@ def bench_jacobian_chain(dtype, pairs: int, batch: int = 1000) -> dict:
     }
 
 
+# (P label, sizes): networks of about 10^2 .. 10^5 parameters for the cost law
+COST_LAW = [
+    ("1e2", (8, 8, 4)),
+    ("1e3", (32, 24, 8)),
+    ("1e4", (100, 90, 10)),
+    ("1e5", (300, 300, 30)),
+]
+LOCAL_UP_TO = 20_000  # local differences materialize (H_l, H_l H_{l-1}) per sample: not beyond
+
+
+def _central(net, loss, chunk_size=None):
+    """Jitted central differences of the objective, ``(params, x, y) -> grads``."""
+    J = fnn.objective(net, loss)
+
+    def grad(params, x, y):
+        return fnn.finite_difference_grad(lambda q: J(q, x, y), params, chunk_size=chunk_size)
+
+    return jax.jit(grad)
+
+
+def _directional(net, loss, v):
+    return jax.jit(lambda p, x, y: directional_derivatives(net, loss, p, x, y, v))
+
+
+def bench_cost_law(dtype, batch: int, quick: bool) -> list[dict]:
+    """Central, local and directional differences against backprop, as P grows.
+
+    Each time is the median of interleaved pairs against backprop, so every ratio is taken
+    in the same run; FD / (P x backprop) is the lecture's claim made visible.
+    """
+    rows = []
+    for _, sizes in COST_LAW[:3] if quick else COST_LAW:
+        net = fnn.Network(sizes, hidden="tanh")
+        params, x, y = problem(net, "bce", batch, dtype)
+        P = net.num_params()
+        bp = jax.jit(functools.partial(fnn.backprop, net, "bce"))
+        v = _directions(params, 16, jax.random.key(1))
+        pairs = 1 if P > 20_000 else 3
+        r_fd = paired(_central(net, "bce"), bp, params, x, y, pairs=pairs)
+        r_dir = paired(_directional(net, "bce", v), bp, params, x, y, pairs=max(3, pairs))
+        row = {
+            "P": P,
+            "sizes": list(sizes),
+            "batch": batch,
+            "backprop_ms": 1e3 * r_fd["b_s"],
+            "central_ms": 1e3 * r_fd["a_s"],
+            "central_over_P_backprop": r_fd["ratio"] / P,
+            "directional16_ms": 1e3 * r_dir["a_s"],
+            "directional16_over_backprop": r_dir["ratio"],
+            "local_ms": None,
+            "local_over_backprop": None,
+        }
+        if P <= LOCAL_UP_TO:
+            local = jax.jit(functools.partial(fnn.local_finite_differences, net, "bce"))
+            r_loc = paired(local, bp, params, x, y, pairs=pairs)
+            row["local_ms"] = 1e3 * r_loc["a_s"]
+            row["local_over_backprop"] = r_loc["ratio"]
+        rows.append(row)
+    return rows
+
+
+def _python_loop(net, loss, params, x, y):
+    """Central differences as a Python loop of jitted single evaluations (2P calls)."""
+    J = fnn.objective(net, loss)
+    theta, unravel = _ravel(params)
+    h = _steps(theta, "central", fnn.default_eps("central", theta.dtype))
+    one = jax.jit(lambda t: J(unravel(t), x, y))
+
+    def loop(_):
+        columns = [
+            (one(theta.at[i].add(h[i])) - one(theta.at[i].add(-h[i]))) / (2 * h[i])
+            for i in range(theta.shape[0])
+        ]
+        return columns[-1]
+
+    return loop
+
+
+def bench_vectorization(dtype, batch: int, quick: bool) -> list[dict]:
+    """Vmapped chunks of directions against a Python loop of jitted single evaluations, and
+    the chunk size: central differences, same problem, interleaved."""
+    rows = []
+    chunks = (8, 64) if quick else (1, 8, 32, 64, 128, 256)
+    for _, sizes in COST_LAW[:2] if quick else COST_LAW[:3]:
+        net = fnn.Network(sizes, hidden="tanh")
+        params, x, y = problem(net, "bce", batch, dtype)
+        P = net.num_params()
+        loop = _python_loop(net, "bce", params, x, y)
+        row = {"P": P}
+        for c in chunks:
+            f = _central(net, "bce", chunk_size=c)
+            pairs = 1 if quick or P > 5000 else 3
+            r = paired(lambda p, x, y, loop=loop: loop(p), f, params, x, y, pairs=pairs)
+            row["loop_ms"] = 1e3 * r["a_s"]
+            row[f"chunk{c}_ms"] = 1e3 * r["b_s"]
+            row[f"loop_over_chunk{c}"] = r["ratio"]
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions, smaller networks")
@@ -187,6 +289,32 @@ def main(argv=None) -> int:
         f"autodiff), peak memory {chain['jacobian_chain_peak_bytes'] / 2**10:.0f} KiB "
         f"(autodiff {chain['autodiff_peak_bytes'] / 2**10:.0f} KiB)"
     )
+    cost = bench_cost_law(dtype, 64, args.quick)
+    t = Table(title="the cost law: finite differences against back-propagation (float32, N=64)")
+    for col in ("P", "backprop ms", "central ms", "central / (P x backprop)", "local ms",
+                "local / backprop", "directional k=16 ms", "directional / backprop"):  # fmt: skip
+        t.add_column(col, justify="right")
+    for r in cost:
+        t.add_row(
+            str(r["P"]), f"{r['backprop_ms']:.3f}", f"{r['central_ms']:.1f}",
+            f"{r['central_over_P_backprop']:.2f}",
+            "-" if r["local_ms"] is None else f"{r['local_ms']:.1f}",
+            "-" if r["local_over_backprop"] is None else f"{r['local_over_backprop']:.0f}",
+            f"{r['directional16_ms']:.2f}", f"{r['directional16_over_backprop']:.1f}",
+        )  # fmt: skip
+    console.print(t)
+
+    vec = bench_vectorization(dtype, 64, args.quick)
+    t = Table(title="central differences: Python loop of jitted evaluations / vmapped chunks")
+    t.add_column("P", justify="right")
+    t.add_column("loop ms", justify="right")
+    chunk_cols = [k for k in vec[0] if k.startswith("loop_over_chunk")]
+    for k in chunk_cols:
+        t.add_column(f"chunk {k.removeprefix('loop_over_chunk')}", justify="right")
+    for r in vec:
+        t.add_row(str(r["P"]), f"{r['loop_ms']:.1f}", *(f"{r[k]:.1f}x" for k in chunk_cols))
+    console.print(t)
+
     if args.json:
         result = {
             "device": str(device),
@@ -194,6 +322,8 @@ def main(argv=None) -> int:
             "dot_peak_gflops": {"float32": peak},
             "methods": methods,
             "jacobian_chain": chain,
+            "cost_law": cost,
+            "vectorization": vec,
         }
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -110,3 +110,11 @@ def test_benchmark_counts_the_flops_a_gradient_needs():
     # lecture net: forward 2(12 + 6), weight gradients 2(12 + 6), input gradient of layer 2 only 2*6
     assert benchmark.gradient_flops(Network((4, 3, 2)), batch=1) == 2 * (2 * 18 + 6)
     assert benchmark.gradient_flops(Network((4, 1)), batch=10) == 10 * 2 * 2 * 4
+
+
+def test_figures_writes_the_eps_study(tmp_path):
+    r = _run("scripts/figures.py", "--out", str(tmp_path), "--skip-cost")
+    assert r.returncode == 0, r.stdout + r.stderr
+    png = (tmp_path / "eps_study.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "'forward': 1.0" in r.stdout and "'central': 2.0" in r.stdout
