@@ -36,12 +36,12 @@ def test_validate_passes_and_writes_json(tmp_path):
     assert data["ok"] is True
     assert {row["method"] for row in data["rows"]} == {
         "backprop", "jacobian_chain", "finite_differences", "complex_step",
-        "local_finite_differences",
+        "local_finite_differences", "sympy",
     }  # fmt: skip
     assert all(row["loss"] == "mse" and row["error"] <= row["tolerance"] for row in data["rows"])
     evaluations = {row["method"]: row["evaluations"] for row in data["rows"]}
     assert evaluations["finite_differences"] == 2 * (4 * 3 + 3 + 3 * 2 + 2)
-    assert "5 passed, 0 failed" in r.stdout
+    assert "6 passed, 0 failed" in r.stdout
 
 
 def test_validate_exits_1_when_a_method_is_broken(tmp_path):
@@ -65,7 +65,7 @@ def test_validate_exits_1_when_a_method_is_broken(tmp_path):
     )
     r = _run("-c", code)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "FAIL" in r.stdout and "4 passed, 1 failed" in r.stdout
+    assert "FAIL" in r.stdout and "5 passed, 1 failed" in r.stdout
 
 
 def test_validate_rejects_bad_options():
@@ -118,3 +118,8 @@ def test_figures_writes_the_eps_study(tmp_path):
     png = (tmp_path / "eps_study.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "'forward': 1.0" in r.stdout and "'central': 2.0" in r.stdout
+
+
+def test_derive_check_passes_on_the_committed_record():
+    r = _run("scripts/derive.py", "--check")
+    assert r.returncode == 0, r.stderr

@@ -14,3 +14,6 @@ COMPLEX_STEP_VS_AUTODIFF = 1e-13
 
 LOCAL_FD_VS_AUTODIFF = 1e-7
 """Normwise, per leaf, float64: the lecture's chain of locally differenced factors."""
+
+SYMPY_VS_HAND = 1e-12
+"""Relative (normwise), float64: SymPy's lambdified closed forms against the library."""
