@@ -91,14 +91,23 @@ def test_importing_the_library_imports_no_sympy_and_changes_no_setting():
     assert r.returncode == 0, r.stderr
 
 
-def test_benchmark_quick_runs_and_reports_every_network(tmp_path):
-    out = tmp_path / "bench.json"
-    r = _run("scripts/benchmark.py", "--quick", "--json", str(out))
-    assert r.returncode == 0, r.stdout + r.stderr
-    data = json.loads(out.read_text())
-    assert [m["network"] for m in data["methods"]] == ["64-32-32-1", "784-256-256-10"]
-    assert all(m["backprop_over_autodiff"] > 0 for m in data["methods"])
-    assert data["jacobian_chain"]["jacobian_chain_peak_bytes"] > 0
+def test_benchmark_pieces_run_and_report_every_network():
+    """The benchmark's pieces on tiny networks (the real run takes minutes; see its --quick)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import benchmark
+    import jax.numpy as jnp
+
+    rows = benchmark.bench_methods(
+        [("tiny", dict(sizes=(4, 3, 1)), "bce", 8), ("wide", dict(sizes=(6, 5, 2)), "mse", 4)],
+        jnp.float32,
+        pairs=2,
+    )
+    assert [r["network"] for r in rows] == ["tiny", "wide"]
+    assert all(r["backprop_over_autodiff"] > 0 and r["backprop_gflops"] > 0 for r in rows)
+    chain = benchmark.bench_jacobian_chain(jnp.float32, pairs=2, batch=10)
+    assert chain["jacobian_chain_peak_bytes"] > 0 and chain["jacobian_chain_over_autodiff"] > 0
+    r = benchmark.paired(lambda: 1.0, lambda: 2.0, pairs=3)
+    assert set(r) == {"a_s", "b_s", "ratio"}
 
 
 def test_benchmark_counts_the_flops_a_gradient_needs():
