@@ -250,6 +250,24 @@ def bench_vectorization(dtype, batch: int, quick: bool) -> list[dict]:
     return rows
 
 
+def bench_sympy(quick: bool) -> list[dict]:
+    """SymPy's closed forms: derivation + lambdify + first jitted call, as P grows."""
+    from derivations import sympy_gradient
+    from derivations.method import closed_form
+
+    rows = []
+    archs = [(4, 3, 2), (8, 6, 4)] if quick else [(4, 3, 2), (8, 6, 4), (16, 8, 1), (12, 10, 6)]
+    for sizes in archs:
+        net = fnn.Network(sizes, bias=False)
+        params, x, y = problem(net, "bce", 32, jnp.float32)
+        closed_form.cache_clear()
+        start = time.perf_counter()
+        jax.block_until_ready(jax.jit(functools.partial(sympy_gradient, net, "bce"))(params, x, y))
+        rows.append({"sizes": list(sizes), "P": net.num_params(),
+                     "first_call_s": time.perf_counter() - start})  # fmt: skip
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions, smaller networks")
@@ -315,6 +333,14 @@ def main(argv=None) -> int:
         t.add_row(str(r["P"]), f"{r['loop_ms']:.1f}", *(f"{r[k]:.1f}x" for k in chunk_cols))
     console.print(t)
 
+    sym = bench_sympy(args.quick)
+    console.print(
+        "sympy_gradient, derivation + lambdify + first jitted call: "
+        + ", ".join(
+            f"P={r['P']} ({'-'.join(map(str, r['sizes']))}) {r['first_call_s']:.2f} s" for r in sym
+        )  # fmt: skip
+    )
+
     if args.json:
         result = {
             "device": str(device),
@@ -324,6 +350,7 @@ def main(argv=None) -> int:
             "jacobian_chain": chain,
             "cost_law": cost,
             "vectorization": vec,
+            "sympy": sym,
         }
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
