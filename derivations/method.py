@@ -44,6 +44,11 @@ def sympy_gradient(net, loss, params, x, y, reduction: str = "sum"):
             output that have no closed form here (BCE needs a sigmoid output).
     """
     loss_, xb, yb = _prepare(net, loss, params, x, y, reduction, "sympy_gradient")
+    if net.output not in ("sigmoid", "identity") or loss_.name not in ("bce", "mse"):
+        raise ValueError(
+            f"sympy_gradient: closed forms are derived for sigmoid or identity outputs with BCE "
+            f"or MSE; got output={net.output!r}, loss={loss_.name!r}"
+        )
     P = net.num_params()
     if P > MAX_PARAMS:
         raise ValueError(

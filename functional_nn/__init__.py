@@ -8,11 +8,13 @@ configuration and imports neither sympy nor any plotting or CLI library.
 
 from functional_nn.activations import (
     ACTIVATIONS,
+    OUTPUT_ACTIVATIONS,
     Activation,
     get_activation,
     identity,
     relu,
     sigmoid,
+    softmax,
     tanh,
 )
 from functional_nn.backprop import (
@@ -45,7 +47,7 @@ from functional_nn.gradcheck import (
     complex_step,
     default_methods,
 )
-from functional_nn.losses import LOSSES, Loss, bce, get_loss, mse, softplus
+from functional_nn.losses import LOSSES, Loss, bce, cross_entropy, get_loss, mse, softplus
 from functional_nn.network import Layer, Network, Params, Trace, equivalent_linear_map, num_params
 
 __version__ = "0.1.0"
@@ -53,6 +55,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "LOSSES",
+    "OUTPUT_ACTIVATIONS",
     "TOLERANCES",
     "Activation",
     "CheckRow",
@@ -74,6 +77,7 @@ __all__ = [
     "check_gradients",
     "compare_gradients",
     "complex_step",
+    "cross_entropy",
     "default_eps",
     "default_methods",
     "eps_study",
@@ -94,6 +98,7 @@ __all__ = [
     "observed_order",
     "relu",
     "sigmoid",
+    "softmax",
     "softplus",
     "tanh",
 ]

@@ -32,11 +32,14 @@ import jax.numpy as jnp
 
 __all__ = [
     "ACTIVATIONS",
+    "OUTPUT_ACTIVATIONS",
     "Activation",
+    "Softmax",
     "get_activation",
     "identity",
     "relu",
     "sigmoid",
+    "softmax",
     "tanh",
 ]
 
@@ -163,7 +166,53 @@ identity = Activation("identity", _identity, _identity_derivative)
 """No activation: :math:`h = z`. A network of identities collapses to one linear map."""
 
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (sigmoid, relu, tanh, identity)}
-"""Every activation by name. ``softmax``, an output that is not elementwise, joins with training."""
+"""Every elementwise activation by name: those a hidden layer may use."""
+
+
+# -- softmax: an output activation that is not elementwise ---------------------------------------
+
+
+def _softmax(z: jax.Array) -> jax.Array:
+    r""":math:`\mathrm{softmax}(z)_i = e^{z_i} / \sum_j e^{z_j}` over the last axis, shifted by the
+    largest real part (a constant, so a complex step passes through) to never overflow."""
+    m = jax.lax.stop_gradient(jnp.max(jnp.real(z), axis=-1, keepdims=True))
+    e = jnp.exp(z - m)
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
+def _softmax_derivative(z: jax.Array) -> jax.Array:
+    raise ValueError(
+        "softmax is not elementwise: it has no derivative act'(z) of the shape of z; "
+        "use softmax.jacobian(z) (diag(s) - s s^T) or softmax.vjp(z, g)"
+    )
+
+
+@dataclass(frozen=True)
+class Softmax(Activation):
+    r"""The softmax output: its Jacobian is full, :math:`\partial s/\partial z = \mathrm{diag}(s) -
+    s s^\top`, so ``jacobian`` and ``vjp`` replace the elementwise rules."""
+
+    def jacobian(self, z: jax.Array) -> jax.Array:
+        """``diag(s) - s s^T`` per sample: ``(H, H)`` or ``(N, H, H)``."""
+        s = _softmax(z)
+        eye = jnp.broadcast_to(jnp.eye(s.shape[-1], dtype=s.dtype), s.shape + s.shape[-1:])
+        return s[..., :, None] * eye - s[..., :, None] * s[..., None, :]
+
+    def vjp(self, z: jax.Array, g: jax.Array) -> jax.Array:
+        r""":math:`g (\mathrm{diag}(s) - s s^\top) = s \odot (g - \langle g, s \rangle)`."""
+        s = _softmax(z)
+        return s * (g - jnp.sum(g * s, axis=-1, keepdims=True))
+
+
+softmax = Softmax("softmax", _softmax, _softmax_derivative)
+"""Softmax over the last axis: the output of a multi-class network (with ``cross_entropy``)."""
+
+OUTPUT_ACTIVATIONS: dict[str, Activation] = {
+    "sigmoid": sigmoid,
+    "identity": identity,
+    "softmax": softmax,
+}
+"""The activations an output layer may use."""
 
 
 def get_activation(name: str | Activation) -> Activation:
@@ -174,9 +223,8 @@ def get_activation(name: str | Activation) -> Activation:
     """
     if isinstance(name, Activation):
         return name
+    known = {**ACTIVATIONS, **OUTPUT_ACTIVATIONS}
     try:
-        return ACTIVATIONS[name]
+        return known[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
-        ) from None
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(known)}") from None

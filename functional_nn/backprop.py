@@ -250,11 +250,11 @@ class JacobianFactors(NamedTuple):
     fused: bool
 
 
-def _layer_factors(W, b, h_prev, d, first: bool) -> LayerFactors:
-    """Factors of one layer, one sample: ``d = act'(z(l))`` (H_l,), ``h_prev`` (H_{l-1},)."""
-    dh_dz = jnp.diag(d)  # (H_l, H_l)
-    dh_dw = jnp.kron(dh_dz, h_prev[None, :])  # (H_l, H_l * H_{l-1})
-    dh_dh_prev = None if first else d[:, None] * W  # (H_l, H_{l-1})
+def _layer_factors(W, b, h_prev, dh_dz, first: bool) -> LayerFactors:
+    """Factors of one layer, one sample: ``dh_dz = dh(l)/dz(l)`` (H_l, H_l), the diagonal
+    ``diag(act'(z))`` of an elementwise activation or the full softmax Jacobian."""
+    dh_dw = jnp.kron(dh_dz, h_prev[None, :])  # (H_l, H_l * H_{l-1}): dh_dz (I kron h^T)
+    dh_dh_prev = None if first else dh_dz @ W  # (H_l, H_{l-1})
     return LayerFactors(dh_dh_prev, dh_dw, dh_dz if b is not None else None)
 
 
@@ -266,11 +266,11 @@ def _sample_factors(net: Network, loss: Loss, params: Params, x, y, fused: bool)
     layers = []
     for l in range(1, L1 + 1):
         W, b = params[l - 1]
-        if l == L1 and fused:
-            d = jnp.ones_like(z[l])  # factors of z(L+1): the output activation is in the seed
+        if l == L1 and fused:  # factors of z(L+1): the output activation is in the seed
+            dh_dz = jnp.eye(z[l].shape[-1], dtype=z[l].dtype)
         else:
-            d = net.activation(l).derivative(z[l])
-        layers.append(_layer_factors(W, b, h[l - 1], d, first=l == 1))
+            dh_dz = net.activation(l).jacobian(z[l])  # (H_l, H_l)
+        layers.append(_layer_factors(W, b, h[l - 1], dh_dz, first=l == 1))
     if fused:
         seed = loss.logits_grad(z[L1], y)[None, :]  # (1, O): dJ/dz(L+1) = sigma(z) - y
     else:
@@ -325,7 +325,7 @@ _FACTOR_BUDGET = 1 << 24
 
 
 def _factor_size(net: Network) -> int:
-    """Entries of one sample's factors (the dominant ``dh/dw`` and ``dh/dh_prev`` blocks)."""
+    """Entries of one sample's factors (``dh/dw``, ``dh/dh_prev`` and ``dh/dz`` blocks)."""
     pairs = zip(net.sizes[1:], net.sizes[:-1], strict=True)
     return sum(o * o * i + o * i + o * o for o, i in pairs) + net.O
 

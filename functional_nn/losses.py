@@ -38,9 +38,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlog1py, xlogy
 
-from functional_nn.activations import sigmoid
+from functional_nn.activations import sigmoid, softmax
 
-__all__ = ["LOSSES", "Loss", "bce", "check_same_shape", "get_loss", "mse", "softplus"]
+__all__ = [
+    "LOSSES",
+    "Loss",
+    "bce",
+    "check_same_shape",
+    "cross_entropy",
+    "get_loss",
+    "logsumexp",
+    "mse",
+    "softplus",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class Loss:
         logits_grad: ``(z, y) -> dJ_n/dz``, the stable closed form of
             ``grad(act(z), y) * act'(z)``.
         target_range: closed interval the targets must lie in, or ``None`` for any real.
+        rows_sum_to_one: whether each target row must be a probability vector (one-hot or
+            soft labels), as cross-entropy over classes needs.
     """
 
     name: str
@@ -68,6 +80,7 @@ class Loss:
     logits_value: Callable[[jax.Array, jax.Array], jax.Array] | None = None
     logits_grad: Callable[[jax.Array, jax.Array], jax.Array] | None = None
     target_range: tuple[float, float] | None = None
+    rows_sum_to_one: bool = False
 
     def fuses_with(self, output: str) -> bool:
         """Whether this loss is computed from the logits of an ``output`` activation."""
@@ -104,6 +117,15 @@ def check_targets(loss: Loss, y: jax.Array, where: str) -> None:
             raise ValueError(
                 f"{where}: loss {loss.name!r} needs targets in [{lo}, {hi}], but y has "
                 f"{int(bad.sum())} entries outside it (min {y.min()}, max {y.max()})"
+            )
+    if loss.rows_sum_to_one:
+        sums = np.sum(y, axis=-1)
+        bad = np.abs(sums - 1) > 1e-6 * y.shape[-1]
+        if np.any(bad):
+            example = np.ravel(sums)[np.argmax(np.ravel(bad))]
+            raise ValueError(
+                f"{where}: loss {loss.name!r} needs each row of y to sum to 1 (one-hot or soft "
+                f"labels), but {int(np.sum(bad))} rows do not (one sums to {example})"
             )
 
 
@@ -176,7 +198,55 @@ mse = Loss("mse", _mse_value, _mse_grad)
 """Squared error :math:`\\lVert \\hat y - y \\rVert^2` per sample, as on the lecture's slide."""
 
 
-LOSSES: dict[str, Loss] = {loss.name: loss for loss in (bce, mse)}
+# -- cross-entropy over classes ------------------------------------------------------------------
+
+
+def logsumexp(z: jax.Array) -> jax.Array:
+    r""":math:`\log \sum_j e^{z_j}` over the last axis, shifted by the largest real part."""
+    m = jax.lax.stop_gradient(jnp.max(jnp.real(z), axis=-1, keepdims=True))
+    return m[..., 0] + jnp.log(jnp.sum(jnp.exp(z - m), axis=-1))
+
+
+def _ce_value(y_hat: jax.Array, y: jax.Array) -> jax.Array:
+    r""":math:`-\sum_o y_o \log \hat y_o`, with 0 log 0 = 0."""
+    check_same_shape(y_hat, y, "cross_entropy")
+    return -jnp.sum(xlogy(y, y_hat), axis=-1)
+
+
+def _ce_grad(y_hat: jax.Array, y: jax.Array) -> jax.Array:
+    r""":math:`\partial J / \partial \hat y = -y / \hat y`."""
+    check_same_shape(y_hat, y, "cross_entropy")
+    return -y / y_hat
+
+
+def _ce_logits_value(z: jax.Array, y: jax.Array) -> jax.Array:
+    r""":math:`J = \mathrm{logsumexp}(z) \sum_o y_o - \sum_o y_o z_o`: the cross-entropy of
+    :math:`\mathrm{softmax}(z)`, exact at any logit."""
+    check_same_shape(z, y, "cross_entropy (on logits)")
+    return logsumexp(z) * jnp.sum(y, axis=-1) - jnp.sum(y * z, axis=-1)
+
+
+def _ce_logits_grad(z: jax.Array, y: jax.Array) -> jax.Array:
+    r""":math:`\partial J / \partial z = \mathrm{softmax}(z) \sum_o y_o - y`, which is
+    :math:`\hat y - y` for one-hot (or any normalized) ``y``."""
+    check_same_shape(z, y, "cross_entropy (on logits)")
+    return softmax.fn(z) * jnp.sum(y, axis=-1, keepdims=True) - y
+
+
+cross_entropy = Loss(
+    "cross_entropy",
+    _ce_value,
+    _ce_grad,
+    fused_output="softmax",
+    logits_value=_ce_logits_value,
+    logits_grad=_ce_logits_grad,
+    target_range=(0.0, 1.0),
+    rows_sum_to_one=True,
+)
+"""Cross-entropy over classes, for one-hot (or soft) targets; fused with a ``softmax`` output."""
+
+
+LOSSES: dict[str, Loss] = {loss.name: loss for loss in (bce, mse, cross_entropy)}
 """Every loss by name."""
 
 

@@ -40,11 +40,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_nn.activations import Activation, get_activation
+from functional_nn.activations import ACTIVATIONS, Activation, get_activation
 
 __all__ = ["Layer", "Network", "Params", "Trace", "equivalent_linear_map", "num_params"]
 
-OUTPUTS = ("sigmoid", "identity")
+OUTPUTS = ("sigmoid", "identity", "softmax")
 """Output activations a :class:`Network` accepts."""
 
 
@@ -83,8 +83,8 @@ class Network:
         sizes: layer widths, input first and output last; at least two entries, all >= 1.
         hidden: activation of the hidden layers: ``"sigmoid"`` (the lecture's), ``"relu"``,
             ``"tanh"`` or ``"identity"``.
-        output: activation of the output layer: ``"sigmoid"`` (classification) or
-            ``"identity"`` (regression).
+        output: activation of the output layer: ``"sigmoid"`` (classification),
+            ``"identity"`` (regression) or ``"softmax"`` (multi-class, with ``cross_entropy``).
         bias: whether each layer has a bias ``b(l)`` (the lecture's networks do not).
     """
 
@@ -107,7 +107,12 @@ class Network:
                 f"got {tuple(sizes)!r}"
             )
         object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
-        get_activation(self.hidden)  # raises for an unknown name
+        if self.hidden not in ACTIVATIONS:
+            get_activation(self.hidden)  # an unknown name: the error lists the known ones
+            raise ValueError(
+                f"Network: hidden={self.hidden!r} is not elementwise; a hidden layer takes one "
+                f"of {sorted(ACTIVATIONS)}"
+            )
         if self.output not in OUTPUTS:
             raise ValueError(
                 f"Network: unknown output activation {self.output!r}; expected one of {OUTPUTS}"

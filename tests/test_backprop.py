@@ -48,6 +48,8 @@ def _problem(net, loss, key, n, dtype="float64"):
     y_shape = shape[:-1] + (net.O,)
     if loss == "bce":
         y = (jax.random.uniform(ky, y_shape) > 0.5).astype(dtype)
+    elif loss == "cross_entropy":
+        y = jax.nn.one_hot(jax.random.randint(ky, y_shape[:-1], 0, net.O), net.O, dtype=dtype)
     else:
         y = jax.random.normal(ky, y_shape, dtype)
     return params, x, y
@@ -68,7 +70,7 @@ def _call(method, net, loss, params, x, y, reduction, jit):
     D=st.integers(1, 8),
     O=st.integers(1, 8),
     hidden=st.sampled_from(["sigmoid", "relu", "tanh", "identity"]),
-    output=st.sampled_from(["sigmoid", "identity"]),
+    output=st.sampled_from(["sigmoid", "identity", "softmax"]),
     bias=st.booleans(),
     loss=st.sampled_from(["bce", "mse"]),
     reduction=st.sampled_from(["sum", "mean"]),
@@ -80,7 +82,9 @@ def _call(method, net, loss, params, x, y, reduction, jit):
 def test_hand_written_methods_match_autodiff_on_random_networks(
     hidden_sizes, D, O, hidden, output, bias, loss, reduction, n, dtype, jit, seed
 ):
-    if loss == "bce" and output == "identity":
+    if output == "softmax":
+        loss = "cross_entropy" if loss == "bce" else "mse"  # one-hot targets, or any y
+    elif loss == "bce" and output == "identity":
         loss = "mse"  # BCE needs y_hat in (0, 1)
     net = Network((D, *hidden_sizes, O), hidden=hidden, output=output, bias=bias)
     params, x, y = _problem(net, loss, jax.random.key(seed), n, dtype)

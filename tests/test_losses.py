@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tolerances import DERIVATIVE_VS_GRAD
 
-from functional_nn import bce, get_loss, mse, sigmoid
+from functional_nn import bce, cross_entropy, get_loss, mse, sigmoid, softmax
 
 
 def _data(key, shape=(6, 3)):
@@ -70,5 +70,48 @@ def test_shapes_must_match_exactly():
 
 
 def test_unknown_loss_is_named():
-    with pytest.raises(ValueError, match=r"unknown loss 'hinge'.*'bce', 'mse'"):
+    with pytest.raises(ValueError, match=r"unknown loss 'hinge'.*'bce', 'cross_entropy', 'mse'"):
         get_loss("hinge")
+
+
+# -- softmax and cross-entropy (multi-class) ----------------------------------------------------
+
+
+def test_softmax_jacobian_and_vjp_match_autodiff(key):
+    z = 3 * jax.random.normal(key, (4, 5))
+    jac = jax.vmap(jax.jacfwd(softmax.fn))(z)
+    np.testing.assert_allclose(softmax.jacobian(z), jac, rtol=1e-13, atol=1e-16)
+    g = jax.random.normal(jax.random.key(1), (4, 5))
+    np.testing.assert_allclose(softmax.vjp(z, g), jnp.einsum("ni,nij->nj", g, jac), atol=1e-15)
+    with pytest.raises(ValueError, match="softmax is not elementwise"):
+        softmax.derivative(z)
+
+
+def test_cross_entropy_on_logits_equals_composed_and_its_grad_is_y_hat_minus_y(key):
+    z = 4 * jax.random.normal(key, (6, 4))
+    y = jax.nn.one_hot(jnp.array([0, 1, 2, 3, 1, 0]), 4, dtype=z.dtype)
+    np.testing.assert_allclose(
+        cross_entropy.logits_value(z, y), cross_entropy.value(softmax(z), y), rtol=1e-13
+    )
+    expected = jax.grad(lambda a: jnp.sum(cross_entropy.logits_value(a, y)))(z)
+    np.testing.assert_allclose(cross_entropy.logits_grad(z, y), expected, rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(cross_entropy.logits_grad(z, y), softmax(z) - y, atol=1e-16)
+    y_hat = softmax(z)
+    expected = jax.grad(lambda a: jnp.sum(cross_entropy.value(a, y)))(y_hat)
+    np.testing.assert_allclose(cross_entropy.grad(y_hat, y), expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cross_entropy_is_exact_at_extreme_logits(dtype):
+    z = jnp.array([[1e4, 0.0, -1e4]], dtype)
+    y = jnp.array([[0.0, 0.0, 1.0]], dtype)  # wrong with certainty
+    assert float(cross_entropy.logits_value(z, y)[0]) == 2e4
+    assert cross_entropy.logits_grad(z, y).tolist() == [[1.0, 0.0, -1.0]]
+
+
+def test_cross_entropy_needs_rows_that_sum_to_one():
+    from functional_nn.losses import check_targets
+
+    with pytest.raises(ValueError, match="each row of y to sum to 1.*1 rows do not"):
+        check_targets(cross_entropy, jnp.array([[1.0, 0.0], [1.0, 1.0]]), "test")
+    check_targets(cross_entropy, jnp.array([[0.3, 0.7], [1.0, 0.0]]), "test")  # soft labels

@@ -115,6 +115,7 @@ def test_equivalent_linear_map_refuses_a_nonlinear_network(kw, key):
         ({"sizes": 4}, "sequence of ints"),
         ({"sizes": (4, 2), "hidden": "swish"}, "unknown activation 'swish'"),
         ({"sizes": (4, 2), "output": "relu"}, "unknown output activation 'relu'"),
+        ({"sizes": (4, 3, 2), "hidden": "softmax"}, "hidden='softmax' is not elementwise"),
         ({"sizes": (4, 2), "bias": 1}, "bias must be True or False"),
     ],
 )
