@@ -27,6 +27,8 @@ from functional_nn.backprop import (
     jacobian_factors,
     objective,
 )
+from functional_nn.checkpoint import load, save
+from functional_nn.data import DATASETS, Dataset, load_dataset
 from functional_nn.eps_study import EpsStudy, eps_study, observed_order
 from functional_nn.finite_differences import (
     FiniteDifferenceResult,
@@ -49,20 +51,24 @@ from functional_nn.gradcheck import (
 )
 from functional_nn.losses import LOSSES, Loss, bce, cross_entropy, get_loss, mse, softplus
 from functional_nn.network import Layer, Network, Params, Trace, equivalent_linear_map, num_params
+from functional_nn.train import History, fit, gradient_descent, weight_penalty
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "DATASETS",
     "LOSSES",
     "OUTPUT_ACTIVATIONS",
     "TOLERANCES",
     "Activation",
     "CheckRow",
+    "Dataset",
     "EpsStudy",
     "FiniteDifferenceResult",
     "GradCheckReport",
     "GradientMismatch",
+    "History",
     "JacobianFactors",
     "Layer",
     "LayerFactors",
@@ -86,19 +92,25 @@ __all__ = [
     "finite_difference_grad",
     "finite_difference_jacobian",
     "finite_differences",
+    "fit",
     "get_activation",
     "get_loss",
+    "gradient_descent",
     "identity",
     "jacobian_chain",
     "jacobian_factors",
+    "load",
+    "load_dataset",
     "local_finite_differences",
     "mse",
     "num_params",
     "objective",
     "observed_order",
     "relu",
+    "save",
     "sigmoid",
     "softmax",
     "softplus",
     "tanh",
+    "weight_penalty",
 ]
