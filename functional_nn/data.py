@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DATASETS", "Dataset", "load_dataset"]
+__all__ = ["DATASETS", "SHAPES", "Dataset", "load_dataset"]
 
 DATASETS = {
     "breast_cancer": "binary",
@@ -42,6 +42,17 @@ DATASETS = {
     "curve": "regression",
 }
 """Every dataset by name, with its task: ``binary``, ``multiclass`` or ``regression``."""
+
+SHAPES = {
+    "breast_cancer": (30, 1),
+    "diabetes": (10, 1),
+    "digits": (64, 10),
+    "xor": (2, 1),
+    "moons": (2, 1),
+    "circles": (2, 1),
+    "curve": (1, 1),
+}
+"""``(D, O)`` of every dataset: what a network for it takes in and puts out."""
 
 TEST_FRACTION = 0.2
 
