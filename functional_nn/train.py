@@ -16,6 +16,7 @@ between chunks, where a ``callback`` can report progress.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -28,7 +29,7 @@ import optax
 from functional_nn.backprop import _prepare, backprop, objective
 from functional_nn.network import Layer, Network, Params
 
-__all__ = ["History", "fit", "gradient_descent", "weight_penalty"]
+__all__ = ["History", "fit", "gradient_descent", "make_step", "weight_penalty"]
 
 
 def gradient_descent(alpha: float) -> optax.GradientTransformation:
@@ -85,6 +86,9 @@ class History(NamedTuple):
 
 
 class _Carry(NamedTuple):
+    """The state a step carries: the parameters, the optimizer's state, and the best
+    validation point so far."""
+
     params: Any
     opt_state: Any
     best_params: Any
@@ -115,6 +119,65 @@ def _check_fit_args(net, x, y, steps, batch_size, key, x_val, y_val, patience, w
         raise ValueError(f"fit: weight_decay must be >= 0; got {weight_decay!r}")
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"fit: chunk_size must be an int >= 1; got {chunk_size!r}")
+
+
+_DEFAULT_OPTIMIZER = gradient_descent(1e-3)
+
+
+def make_step(net, loss, optimizer, gradient, reduction, batch_size, weight_decay, validate):
+    """One optimizer step as a pure function ``step(carry, t, data) -> (carry, (J, val))``,
+    ``data = (x, y, x_val, y_val, key)``: what :func:`fit` scans over."""
+    val_objective = objective(net, loss, reduction) if validate else None
+
+    def batch(t, x, y, key):
+        if batch_size is None:
+            return x, y
+        N = x.shape[0]
+        per_epoch = N // batch_size
+        epoch, b = t // per_epoch, t % per_epoch
+        perm = jax.random.permutation(jax.random.fold_in(key, epoch), N)
+        idx = jax.lax.dynamic_slice_in_dim(perm, b * batch_size, batch_size)
+        return x[idx], y[idx]
+
+    def step(carry: _Carry, t, data):
+        x, y, x_val, y_val, key = data
+        xb, yb = batch(t, x, y, key)
+        J, grads = gradient(net, loss, carry.params, xb, yb, reduction)
+        if weight_decay:
+            J = J + weight_penalty(carry.params, weight_decay)
+            grads = tuple(Layer(g.W + weight_decay * p.W, g.b)
+                          for g, p in zip(grads, carry.params, strict=True))  # fmt: skip
+        updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
+        new_params = optax.apply_updates(carry.params, updates)
+        val = jnp.zeros((), J.dtype)
+        best = (carry.best_params, carry.best_val, carry.best_step)
+        if val_objective is not None:
+            val = val_objective(carry.params, x_val, y_val)  # of the params before this update
+            better = val < carry.best_val
+            best = (
+                jax.tree_util.tree_map(
+                    lambda a, b: jnp.where(better, a, b), carry.params, carry.best_params
+                ),
+                jnp.where(better, val, carry.best_val),
+                jnp.where(better, t, carry.best_step),
+            )
+        return _Carry(new_params, opt_state, *best), (J, val)
+
+    return step
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_run(net, loss, optimizer, gradient, reduction, batch_size, weight_decay, validate):
+    """The jitted scan over a chunk of steps, compiled once per configuration (the data are
+    arguments), so that fitting again does not compile again."""
+    step = make_step(net, loss, optimizer, gradient, reduction, batch_size, weight_decay,
+                     validate)  # fmt: skip
+
+    @jax.jit
+    def run(carry, ts, data):
+        return jax.lax.scan(lambda c, t: step(c, t, data), carry, ts)
+
+    return run
 
 
 def fit(
@@ -174,46 +237,17 @@ def fit(
     _prepare(net, loss, params, x, y, reduction, "fit")
     if x_val is not None:
         _prepare(net, loss, params, x_val, y_val, reduction, "fit (validation)")
-    optimizer = gradient_descent(1e-3) if optimizer is None else optimizer
-    N = x.shape[0]
-    B = N if batch_size is None else int(batch_size)
-    batches_per_epoch = N // B
+    optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     val_objective = objective(net, loss, reduction) if x_val is not None else None
 
-    def batch(t):
-        if batch_size is None:
-            return x, y
-        epoch, b = t // batches_per_epoch, t % batches_per_epoch
-        perm = jax.random.permutation(jax.random.fold_in(key, epoch), N)
-        idx = jax.lax.dynamic_slice_in_dim(perm, b * B, B)
-        return x[idx], y[idx]
-
-    def step(carry: _Carry, t):
-        xb, yb = batch(t)
-        J, grads = gradient(net, loss, carry.params, xb, yb, reduction)
-        if weight_decay:
-            J = J + weight_penalty(carry.params, weight_decay)
-            grads = tuple(Layer(g.W + weight_decay * p.W, g.b)
-                          for g, p in zip(grads, carry.params, strict=True))  # fmt: skip
-        updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
-        new_params = optax.apply_updates(carry.params, updates)
-        val = jnp.zeros((), J.dtype)
-        best = (carry.best_params, carry.best_val, carry.best_step)
-        if val_objective is not None:
-            val = val_objective(carry.params, x_val, y_val)  # of the params before this update
-            better = val < carry.best_val
-            best = (
-                jax.tree_util.tree_map(
-                    lambda a, b: jnp.where(better, a, b), carry.params, carry.best_params
-                ),
-                jnp.where(better, val, carry.best_val),
-                jnp.where(better, t, carry.best_step),
-            )
-        return _Carry(new_params, opt_state, *best), (J, val)
-
-    @jax.jit
-    def run(carry, ts):
-        return jax.lax.scan(step, carry, ts)
+    config = (net, loss, optimizer, gradient, reduction, batch_size, float(weight_decay),
+              x_val is not None)  # fmt: skip
+    try:
+        run = _compiled_run(*config)
+    except TypeError:  # an unhashable loss, optimizer or method: compile without the cache
+        run = _compiled_run.__wrapped__(*config)
+    key = jax.random.key(0) if key is None else key
+    data = (x, y, x_val, y_val, key)
 
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
     carry = _Carry(params, optimizer.init(params), params, jnp.asarray(jnp.inf, dtype),
@@ -223,7 +257,7 @@ def fit(
     start = time.perf_counter()
     while done < steps:
         n = min(chunk_size, steps - done)
-        carry, (J, val) = run(carry, jnp.arange(done, done + n, dtype=jnp.int32))
+        carry, (J, val) = run(carry, jnp.arange(done, done + n, dtype=jnp.int32), data)
         losses.append(np.asarray(J))  # the one host transfer per chunk
         vals.append(np.asarray(val))
         done += n
