@@ -329,7 +329,7 @@ def bench_training(steps: int, pairs: int) -> dict:
                 J = torch.nn.functional.binary_cross_entropy_with_logits(z, yt)
                 J.backward()
                 o.step()
-            return float(J)
+            return float(J.detach())
 
         r_t = paired(torch_loop, scan_fit, pairs=max(1, pairs // 2))
         row["torch_steps_per_s"] = steps / r_t["a_s"]

@@ -14,7 +14,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 settings.register_profile(
     "default",
     deadline=None,
-    max_examples=30,
+    max_examples=20,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,
 )
