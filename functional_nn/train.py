@@ -25,9 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from functional_nn.backprop import _prepare, backprop, objective
 from functional_nn.network import Layer, Network, Params
+from functional_nn.parallel import auto_mesh, check_divisible, replicated, sample_sharding
 
 __all__ = ["History", "fit", "gradient_descent", "make_step", "weight_penalty"]
 
@@ -124,9 +126,11 @@ def _check_fit_args(net, x, y, steps, batch_size, key, x_val, y_val, patience, w
 _DEFAULT_OPTIMIZER = gradient_descent(1e-3)
 
 
-def make_step(net, loss, optimizer, gradient, reduction, batch_size, weight_decay, validate):
+def make_step(net, loss, optimizer, gradient, reduction, batch_size, weight_decay, validate,
+              mesh=None):  # fmt: skip
     """One optimizer step as a pure function ``step(carry, t, data) -> (carry, (J, val))``,
-    ``data = (x, y, x_val, y_val, key)``: what :func:`fit` scans over."""
+    ``data = (x, y, x_val, y_val, key)``: what :func:`fit` scans over. With a ``mesh``, each
+    batch is constrained to be split along its samples over the mesh's devices."""
     val_objective = objective(net, loss, reduction) if validate else None
 
     def batch(t, x, y, key):
@@ -142,6 +146,9 @@ def make_step(net, loss, optimizer, gradient, reduction, batch_size, weight_deca
     def step(carry: _Carry, t, data):
         x, y, x_val, y_val, key = data
         xb, yb = batch(t, x, y, key)
+        if mesh is not None:  # data parallel: XLA reduces the gradient over the devices
+            xb = jax.lax.with_sharding_constraint(xb, sample_sharding(mesh))
+            yb = jax.lax.with_sharding_constraint(yb, sample_sharding(mesh))
         J, grads = gradient(net, loss, carry.params, xb, yb, reduction)
         if weight_decay:
             J = J + weight_penalty(carry.params, weight_decay)
@@ -167,11 +174,12 @@ def make_step(net, loss, optimizer, gradient, reduction, batch_size, weight_deca
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_run(net, loss, optimizer, gradient, reduction, batch_size, weight_decay, validate):
+def _compiled_run(net, loss, optimizer, gradient, reduction, batch_size, weight_decay, validate,
+                  mesh):  # fmt: skip
     """The jitted scan over a chunk of steps, compiled once per configuration (the data are
     arguments), so that fitting again does not compile again."""
     step = make_step(net, loss, optimizer, gradient, reduction, batch_size, weight_decay,
-                     validate)  # fmt: skip
+                     validate, mesh)  # fmt: skip
 
     @jax.jit
     def run(carry, ts, data):
@@ -199,6 +207,7 @@ def fit(
     *,
     chunk_size: int = 100,
     callback: Callable[[int, float], None] | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[Params, History]:
     r"""Train ``params`` by minimizing :math:`J(\theta) + \frac{\lambda}{2}\sum_l \lVert
     W^{(l)} \rVert^2` with ``optimizer``.
@@ -227,6 +236,10 @@ def fit(
             "weight penalty"); biases are not penalized.
         chunk_size: steps per compiled ``lax.scan``; the host is reached between chunks.
         callback: ``callback(steps_done, last_loss)``, called between chunks (a progress bar).
+        mesh: data parallelism: a ``jax.sharding.Mesh`` (e.g. ``parallel.data_mesh()``);
+            every batch is split along its samples over the mesh's devices, parameters and
+            optimizer state are replicated, and XLA inserts the reduction of the gradient.
+            The batch size (N when full batch) must divide by the number of devices.
 
     Returns:
         ``(params, history)``: the trained (or best, with early stopping) parameters and a
@@ -238,10 +251,19 @@ def fit(
     if x_val is not None:
         _prepare(net, loss, params, x_val, y_val, reduction, "fit (validation)")
     optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
+    N = x.shape[0]
     val_objective = objective(net, loss, reduction) if x_val is not None else None
 
+    if mesh is not None:
+        mesh = auto_mesh(mesh)
+        check_divisible(N if batch_size is None else int(batch_size), mesh,
+                        "the batch size" if batch_size else "N (full batch)", "fit")  # fmt: skip
+        rep_ = replicated(mesh)
+        params, x, y = jax.device_put((params, x, y), rep_)
+        if x_val is not None:
+            x_val, y_val = jax.device_put((x_val, y_val), rep_)
     config = (net, loss, optimizer, gradient, reduction, batch_size, float(weight_decay),
-              x_val is not None)  # fmt: skip
+              x_val is not None, mesh)  # fmt: skip
     try:
         run = _compiled_run(*config)
     except TypeError:  # an unhashable loss, optimizer or method: compile without the cache

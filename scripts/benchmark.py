@@ -20,15 +20,18 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from rich.console import Console
-from rich.table import Table
 
-import functional_nn as fnn
-from functional_nn.finite_differences import _ravel, _steps
-from functional_nn.gradcheck import _directions, directional_derivatives
+jax.config.update("jax_enable_x64", True)  # for the float64 peak; every array here names its dtype
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import functional_nn as fnn  # noqa: E402
+from functional_nn.finite_differences import _ravel, _steps  # noqa: E402
+from functional_nn.gradcheck import _directions, directional_derivatives  # noqa: E402
 
 # (label, Network kwargs, loss, batch): the networks of the core issue
 NETWORKS = [
@@ -338,6 +341,57 @@ def bench_training(steps: int, pairs: int) -> dict:
     return row
 
 
+def bench_jacobian_chain_memory() -> dict:
+    """XLA's peak for jacobian_chain on 784-256-10 at batch 1024, float32 (the chunk bound)."""
+    net = fnn.Network((784, 256, 10), hidden="relu", output="softmax")
+    params, x, _ = problem(net, "mse", 1024, jnp.float32)
+    y = jax.nn.one_hot(jnp.arange(1024) % 10, 10, dtype=jnp.float32)
+    chain = memory_bytes(functools.partial(fnn.jacobian_chain, net, "cross_entropy"), params, x, y)
+    auto = memory_bytes(functools.partial(fnn.autodiff, net, "cross_entropy"), params, x, y)
+    return {"network": "784-256-10", "batch": 1024, "jacobian_chain": chain, "autodiff": auto}
+
+
+DATA_PARALLEL = """
+import json, time, jax, jax.numpy as jnp, optax, functional_nn as fnn
+from functional_nn.parallel import data_mesh
+net = fnn.Network((784, 256, 256, 10), hidden="relu", output="softmax")
+params = net.init(jax.random.key(0), jnp.float32)
+x = jax.random.normal(jax.random.key(1), (1024, 784), jnp.float32)
+y = jax.nn.one_hot(jnp.arange(1024) % 10, 10, dtype=jnp.float32)
+mesh = data_mesh() if len(jax.devices()) > 1 else None
+run = lambda: fnn.fit(net, "cross_entropy", params, x, y, optax.adam(1e-3), STEPS,
+                      reduction="mean", chunk_size=STEPS, mesh=mesh)
+run()
+times, out = [], None
+for _ in range(3):
+    start = time.perf_counter(); out = run(); times.append(time.perf_counter() - start)
+print(json.dumps({"devices": len(jax.devices()), "step_ms": 1e3 * min(times) / STEPS,
+                  "final_loss": float(out[1].loss[-1])}))
+"""
+
+
+def bench_data_parallel(steps: int) -> list[dict]:
+    """A training step of 784-256-256-10 at batch 1024 on 1, 2 and 4 simulated CPU devices,
+    each in a fresh process (the device count is fixed when JAX starts)."""
+    import os
+    import subprocess
+
+    rows = []
+    for n in (1, 2, 4):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        code = DATA_PARALLEL.replace("STEPS", str(steps))
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                           timeout=600)  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr)
+        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    base = rows[0]
+    for row in rows:
+        row["over_1_device"] = row["step_ms"] / base["step_ms"]
+        row["final_loss_diff"] = abs(row["final_loss"] - base["final_loss"])
+    return rows
+
+
 def bench_sympy(quick: bool) -> list[dict]:
     """SymPy's closed forms: derivation + lambdify + first jitted call, as P grows."""
     from derivations import sympy_gradient
@@ -368,8 +422,12 @@ def main(argv=None) -> int:
     console.print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
 
     dtype = jnp.float32
-    peak = dot_peak(dtype, n=1024 if args.quick else 2048)
-    console.print(f"jnp.dot peak, float32: {peak:.1f} GFLOP/s")
+    peaks = {
+        jnp.dtype(d).name: dot_peak(d, n=1024 if args.quick else 2048)
+        for d in (jnp.float32, jnp.float64, jnp.bfloat16)
+    }
+    peak = peaks["float32"]
+    console.print("jnp.dot peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
 
     methods = bench_methods(networks, dtype, pairs)
     t = Table(title="value and gradient, float32, jitted (ratio: median of interleaved pairs)")
@@ -439,6 +497,21 @@ def main(argv=None) -> int:
                       f"{tr[f'{key}_final_loss']:.6f}")  # fmt: skip
     console.print(t)
 
+    mem = bench_jacobian_chain_memory()
+    console.print(
+        f"jacobian_chain, 784-256-10, batch 1024, float32: peak "
+        f"{mem['jacobian_chain']['peak_bytes'] / 2**20:.0f} MiB (autodiff "
+        f"{mem['autodiff']['peak_bytes'] / 2**20:.1f} MiB)"
+    )
+    dp = bench_data_parallel(20 if args.quick else 50)
+    t = Table(title="data-parallel fit step, 784-256-256-10, batch 1024, simulated CPU devices")
+    for col in ("devices", "step ms", "over 1 device", "|final loss - 1 device's|"):
+        t.add_column(col, justify="right")
+    for r in dp:
+        t.add_row(str(r["devices"]), f"{r['step_ms']:.2f}", f"{r['over_1_device']:.2f}x",
+                  f"{r['final_loss_diff']:.1e}")  # fmt: skip
+    console.print(t)
+
     sym = bench_sympy(args.quick)
     console.print(
         "sympy_gradient, derivation + lambdify + first jitted call: "
@@ -451,13 +524,15 @@ def main(argv=None) -> int:
         result = {
             "device": str(device),
             "jax": jax.__version__,
-            "dot_peak_gflops": {"float32": peak},
+            "dot_peak_gflops": peaks,
             "methods": methods,
             "jacobian_chain": chain,
             "cost_law": cost,
             "vectorization": vec,
             "sympy": sym,
             "training": tr,
+            "jacobian_chain_memory": mem,
+            "data_parallel": dp,
         }
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 import functional_nn as fnn
 from functional_nn.data import SHAPES
+from functional_nn.parallel import data_mesh
 
 TASKS = {
     "binary": ("sigmoid", "bce"),
@@ -60,6 +61,9 @@ def parse_args(argv):
     p.add_argument("--gradient", default="backprop", choices=list(GRADIENTS))
     p.add_argument("--reduction", default="mean", choices=["sum", "mean"])
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--devices", type=int, default=1,
+                   help="data parallel over this many devices (simulate CPU devices with\n"
+                        "XLA_FLAGS=--xla_force_host_platform_device_count=N)")  # fmt: skip
     p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz)")
     p.add_argument("--plot", metavar="PATH", help="write the loss curve (.png)")
     args = p.parse_args(argv)
@@ -85,6 +89,13 @@ def parse_args(argv):
         p.error(f"--batch-size must be >= 0 (0: full batch); got {args.batch_size}")
     if args.weight_decay < 0:
         p.error(f"--weight-decay must be >= 0; got {args.weight_decay}")
+    available = len(jax.devices())
+    if not 1 <= args.devices <= available:
+        flag = f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}"
+        p.error(f"--devices {args.devices}: JAX sees {available} device(s); on a CPU, simulate "
+                f"more with {flag}")  # fmt: skip
+    if args.devices > 1 and args.batch_size % args.devices:
+        p.error(f"--batch-size {args.batch_size} does not divide by --devices {args.devices}")
     return p, args
 
 
@@ -108,13 +119,21 @@ def main(argv=None) -> int:
     net = fnn.Network(args.sizes, hidden=args.hidden, output=output)
     ds = fnn.load_dataset(args.dataset, jax.random.key(args.seed))
     batch = None if args.batch_size == 0 else min(args.batch_size, ds.x_train.shape[0])
+    mesh = None
+    if args.devices > 1:
+        mesh = data_mesh(jax.devices()[: args.devices])
+        if batch is None:  # full batch: the training set itself must split evenly
+            n = ds.x_train.shape[0] - ds.x_train.shape[0] % args.devices
+            ds = ds._replace(x_train=ds.x_train[:n], y_train=ds.y_train[:n])
+            console.print(f"full batch over {args.devices} devices: the first {n} training "
+                          "samples (a multiple of the device count)")  # fmt: skip
     k_init, k_shuffle = jax.random.split(jax.random.key(args.seed))
     params = net.init(k_init)
     console.print(
         f"{args.dataset} ({task}): {ds.x_train.shape[0]} train, {ds.x_test.shape[0]} test; "
         f"network {'-'.join(map(str, net.sizes))} {net.hidden}/{net.output}, loss {loss}, "
         f"P={net.num_params()}, {args.optimizer} lr={args.lr}, gradient={args.gradient}, "
-        f"device {jax.devices()[0].platform}"
+        f"{args.devices} {jax.devices()[0].platform} device(s)"
     )
     columns = [TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn()]  # fmt: skip
@@ -130,7 +149,7 @@ def main(argv=None) -> int:
             optimizer=OPTIMIZERS[args.optimizer](args.lr), steps=args.steps, batch_size=batch,
             key=k_shuffle, gradient=GRADIENTS[args.gradient], reduction=args.reduction,
             weight_decay=args.weight_decay, chunk_size=max(1, min(100, args.steps // 20)),
-            callback=report,
+            callback=report, mesh=mesh,
         )  # fmt: skip
         seconds = time.perf_counter() - start
     train, test = (

@@ -266,3 +266,16 @@ def test_bad_input_is_refused_by_every_method(name, key):
         method(net, "bce", params, x, y, reduction="max")
     with pytest.raises(ValueError, match="params has 1 layers"):
         method(net, "bce", params[:1], x, y)
+
+
+@pytest.mark.parametrize("samples_per_chunk", [1, 3, 10])
+def test_jacobian_chain_accumulates_chunks_of_samples(samples_per_chunk, key, monkeypatch):
+    import sys
+
+    module = sys.modules["functional_nn.backprop"]
+    net = Network((4, 3, 2), hidden="tanh")
+    monkeypatch.setattr(module, "_FACTOR_BUDGET", samples_per_chunk * module._factor_size(net))
+    params, x, y = _problem(net, "bce", key, 10)  # 10 samples: whole chunks and a remainder
+    _, ref = autodiff(net, "bce", params, x, y)
+    _, grads = jacobian_chain(net, "bce", params, x, y)
+    _assert_close(grads, ref, HAND_VS_AUTODIFF["float64"])
