@@ -62,9 +62,12 @@ def paired(f_a, f_b, *args, pairs: int = 10) -> dict:
     """Interleave ``f_a`` and ``f_b`` (A B A B ...) after a warm-up of each.
 
     Returns the median time of each and the median of the per-pair ratios ``t_a / t_b``.
+    Calls under a millisecond get more pairs (up to 200, about 0.3 s of pairs in all), since
+    their ratio is the noisiest.
     """
     jax.block_until_ready(f_a(*args))
     jax.block_until_ready(f_b(*args))
+    pairs = max(pairs, min(200, int(0.3 / max(_timed(f_a, *args), 1e-6))))
     t_a, t_b = [], []
     for _ in range(pairs):
         t_a.append(_timed(f_a, *args))
@@ -104,8 +107,13 @@ def problem(net: fnn.Network, loss: str, batch: int, dtype):
     return params, x, y
 
 
+CHAIN_UP_TO = 2e8  # factor entries a jacobian_chain call materializes, over the whole batch
+
+
 def bench_methods(networks, dtype, pairs: int) -> list[dict]:
-    """backprop against autodiff, value and gradient, jitted, per network."""
+    """backprop (and, where its factors stay small, jacobian_chain) against autodiff, value
+    and gradient, jitted, per network."""
+    factor_size = sys.modules["functional_nn.backprop"]._factor_size
     rows = []
     for label, kw, loss, batch in networks:
         net = fnn.Network(**kw)
@@ -124,8 +132,16 @@ def bench_methods(networks, dtype, pairs: int) -> list[dict]:
                 "backprop_over_autodiff": r["ratio"],
                 "backprop_gflops": flops / r["a_s"] / 1e9,
                 "autodiff_gflops": flops / r["b_s"] / 1e9,
+                "factor_entries_per_sample": factor_size(net),
+                "jacobian_chain_ms": None,
+                "jacobian_chain_over_autodiff": None,
             }
         )
+        if factor_size(net) * batch <= CHAIN_UP_TO:
+            chain = jax.jit(functools.partial(fnn.jacobian_chain, net, loss))
+            rc = paired(chain, autodiff, params, x, y, pairs=max(2, pairs // 3))
+            rows[-1]["jacobian_chain_ms"] = 1e3 * rc["a_s"]
+            rows[-1]["jacobian_chain_over_autodiff"] = rc["ratio"]
     return rows
 
 
@@ -186,7 +202,7 @@ def bench_cost_law(dtype, batch: int, quick: bool) -> list[dict]:
     in the same run; FD / (P x backprop) is the lecture's claim made visible.
     """
     rows = []
-    for _, sizes in COST_LAW[:3] if quick else COST_LAW:
+    for _, sizes in COST_LAW[:2] if quick else COST_LAW:
         net = fnn.Network(sizes, hidden="tanh")
         params, x, y = problem(net, "bce", batch, dtype)
         P = net.num_params()
@@ -237,7 +253,7 @@ def bench_vectorization(dtype, batch: int, quick: bool) -> list[dict]:
     """Vmapped chunks of directions against a Python loop of jitted single evaluations, and
     the chunk size: central differences, same problem, interleaved."""
     rows = []
-    chunks = (8, 64) if quick else (1, 8, 32, 64, 128, 256)
+    chunks = (32,) if quick else (1, 8, 32, 64, 128, 256)
     for _, sizes in COST_LAW[:2] if quick else COST_LAW[:3]:
         net = fnn.Network(sizes, hidden="tanh")
         params, x, y = problem(net, "bce", batch, dtype)
@@ -417,7 +433,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     pairs = 5 if args.quick else 15
     networks = NETWORKS[:2] if args.quick else NETWORKS
-    console = Console(width=max(Console().width, 110))
+    console = Console(width=max(Console().width, 140))
     device = jax.devices()[0]
     console.print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
 
@@ -432,9 +448,10 @@ def main(argv=None) -> int:
     methods = bench_methods(networks, dtype, pairs)
     t = Table(title="value and gradient, float32, jitted (ratio: median of interleaved pairs)")
     for col in ("network", "batch", "backprop ms", "autodiff ms", "backprop/autodiff",
-                "backprop GFLOP/s", "% of dot peak"):  # fmt: skip
+                "backprop GFLOP/s", "% of dot peak", "jacobian_chain/autodiff"):  # fmt: skip
         t.add_column(col, justify="left" if col == "network" else "right")
     for r in methods:
+        chain = r["jacobian_chain_over_autodiff"]
         t.add_row(
             r["network"],
             str(r["batch"]),
@@ -443,6 +460,9 @@ def main(argv=None) -> int:
             f"{r['backprop_over_autodiff']:.3f}",
             f"{r['backprop_gflops']:.1f}",
             f"{100 * r['backprop_gflops'] / peak:.0f}%",
+            f"{chain:.1f}"
+            if chain is not None
+            else f"- ({r['factor_entries_per_sample']:.2g} entries/sample)",
         )
     console.print(t)
 
