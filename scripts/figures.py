@@ -31,6 +31,15 @@ import functional_nn as fnn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def _save(fig, ax, path: Path, legend: dict | None = None) -> None:
+    """Grid, legend, tight layout, PNG, close: how every figure here ends."""
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(**(legend or {}))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def eps_study_figure(path: Path) -> dict:
     """Error of each scheme against autodiff over a log grid of steps, lecture network."""
     net = fnn.Network((4, 3, 2), bias=False)
@@ -51,11 +60,7 @@ def eps_study_figure(path: Path) -> dict:
     ax.set_ylabel("normwise error against autodiff (worst leaf)")
     ax.set_title("Finite differences on the lecture's 4-3-2 network (float64)\n"
                  "dotted: the default step of each scheme")  # fmt: skip
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="center left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, legend={"loc": "center left", "fontsize": 8})
     return {k: round(float(v), 2) for k, v in study.orders.items()}
 
 
@@ -71,11 +76,7 @@ def cost_law_figure(path: Path, cost: list[dict]) -> None:
     ax.set_xlabel("P, number of parameters")
     ax.set_ylabel("time per gradient (ms)")
     ax.set_title(f"The cost law (float32, N={cost[0]['batch']}, {jax.devices()[0].platform})")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def _train(net, loss, ds, steps, lr=1e-2, batch=32, seed=0):
@@ -96,11 +97,7 @@ def activations_figure(path: Path) -> None:
     ax.set_xlabel("step (Adam 1e-3, batches of 64)")
     ax.set_ylabel("training loss (mean cross-entropy)")
     ax.set_title("digits, 64-32-32-32-10: sigmoid against ReLU hidden layers")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def vanishing_gradients_figure(path: Path) -> dict:
@@ -120,11 +117,7 @@ def vanishing_gradients_figure(path: Path) -> dict:
     ax.set_xlabel("layer l")
     ax.set_ylabel("||dJ/dW(l)|| at initialisation")
     ax.set_title("Vanishing gradients: 10 hidden layers of 32, digits, Glorot / He init")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path)
     return ratios
 
 
