@@ -7,9 +7,11 @@ written by hand (never by ``jax.grad``) and checked against it in the tests.
 
 Conventions:
 
-- Every function is elementwise, follows the dtype of ``z`` and accepts complex ``z`` (the
-  complex-step derivative perturbs the imaginary part): where a branch must be chosen, it is
-  chosen on the real part, which the complex step leaves unchanged.
+- Every function follows the dtype of ``z`` and accepts complex ``z`` (the complex-step
+  derivative perturbs the imaginary part): where a branch must be chosen, it is chosen on the
+  real part, which the complex step leaves unchanged.
+- The hidden activations are elementwise; ``softmax``, an output for several classes, is not:
+  its ``jacobian`` is the full ``diag(s) - s s^T`` and its ``vjp`` uses it.
 - ``relu'(0) = 0``, as in :func:`jax.nn.relu` and PyTorch.
 - ``sigmoid`` never overflows: it evaluates ``exp(-|z|)`` only, so ``|z|`` up to ``1e4`` (and
   beyond) gives exactly 0 or 1 in float32 and float64, with no ``inf`` or ``nan`` on either

@@ -6,6 +6,8 @@ The lecture trains a classifier with the binary cross-entropy
 
 and a regression network with the MSE :math:`J = \lVert \hat y - y \rVert_2^2`, whose
 gradient it gives as :math:`\partial J / \partial \hat y = 2(\hat y - y)` (no factor 1/2).
+Beyond the lecture, ``cross_entropy`` :math:`-\sum_o y_o \log \hat y_o` serves a softmax
+output over several classes.
 
 Each :class:`Loss` maps ``(y_hat, y)`` of shape ``(O,)`` or ``(N, O)`` to the per-sample value
 (summed over the ``O`` outputs: shape ``()`` or ``(N,)``) and to ``dJ/dy_hat`` of the shape of
@@ -13,7 +15,9 @@ Each :class:`Loss` maps ``(y_hat, y)`` of shape ``(O,)`` or ``(N, O)`` to the pe
 :func:`functional_nn.objective`'s job.
 
 **Fused with the output activation.** ``sigmoid`` followed by BCE is computed from the logit
-``z`` as :math:`\mathrm{softplus}(z) - y z` with :math:`\partial J/\partial z = \sigma(z) - y`.
+``z`` as :math:`\mathrm{softplus}(z) - y z` with :math:`\partial J/\partial z = \sigma(z) - y`
+(and ``softmax`` followed by cross-entropy as :math:`\mathrm{logsumexp}(z) - y \cdot z`, with
+:math:`\partial J/\partial z = \hat y - y`).
 This is exact where the composition is not: at ``z = 1e4`` the sigmoid rounds to exactly 1 and
 ``log(1 - y_hat)`` is ``-inf``, while the fused form gives exactly ``1e4``. Whenever the network's
 output activation is the loss's ``fused_output``, the objective and every gradient method use
