@@ -245,9 +245,9 @@ class CheckRow(NamedTuple):
         max_abs, max_rel, index, value, reference_value: see :class:`LeafComparison`.
         tolerance: the bar applied; status: ``"pass"``, ``"fail"`` or ``"kink"`` (passes away
             from kinks, and ``kinks`` entries were left out since their step crossed one).
-        kinks: number of entries left out; evaluations: evaluations of J the method made
-            (``None`` when it does not say); seconds: wall time of one jitted call after a
-            warm-up call.
+        kinks: number of entries left out; evaluations: evaluations of J the method made (1
+            for a method that does not report them: one evaluation of J with its gradient);
+            seconds: wall time of one jitted call after a warm-up call.
     """
 
     method: str
@@ -457,6 +457,7 @@ def check_gradients(
     directional: bool | None = None,
     k: int = 16,
     key: jax.Array | None = None,
+    dtype: str | None = None,
 ) -> GradCheckReport:
     """Check gradient methods against a reference, leaf by leaf, with the DESIGN.md bars.
 
@@ -475,12 +476,22 @@ def check_gradients(
             compared along ``k`` random unit directions ``v``: central differences of J
             against ``g . v``, error ``max_k |fd_k - g . v_k| / ||g_ref||``.
         k: number of directions; key: PRNG key for them (default ``jax.random.key(0)``).
+        dtype: the precision the check must run in (``"float64"`` or ``"float32"``); the
+            parameters must have it. Asking for float64 while x64 is off is an error that
+            says how to turn it on, never a silent float32 check.
 
     Returns:
         :class:`GradCheckReport`.
     """
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
-    name = jnp.dtype(dtype).name
+    if dtype is not None and jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "check_gradients: a float64 check was asked for, but JAX's x64 mode is off, so "
+            "every array is float32; call jax.config.update('jax_enable_x64', True) at the "
+            "start of the process (as scripts/validate.py does)"
+        )
+    name = jnp.dtype(jnp.result_type(*jax.tree_util.tree_leaves(params))).name
+    if dtype is not None and name != jnp.dtype(dtype).name:
+        raise ValueError(f"check_gradients: dtype={dtype!r} was asked for, but params are {name}")
     if name not in TOLERANCES:
         raise ValueError(
             f"check_gradients: parameters of dtype {name}; expected float32 or float64 "

@@ -81,7 +81,7 @@ def check_network(name, net, loss, seeds, batches, methods, directional=None):
         for batch in batches:
             params, x, y = make_problem(net, loss, seed, batch)
             report = fnn.check_gradients(
-                net, loss, params, x, y, methods=methods, directional=directional
+                net, loss, params, x, y, methods=methods, directional=directional, dtype="float64"
             )
             reports.append(report)
             for row in report.rows:

@@ -159,3 +159,20 @@ def test_train_script_rejects_bad_arguments_before_any_work():
         r = _run("scripts/train.py", *args)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
         assert "training" not in r.stdout
+
+
+def test_a_float64_check_without_x64_is_refused_not_run_in_float32():
+    code = textwrap.dedent(
+        """
+        import jax, functional_nn as fnn
+        net = fnn.Network((3, 2))
+        params = net.init(jax.random.key(0))
+        x, y = jax.numpy.ones((4, 3)), jax.numpy.ones((4, 2))
+        try:
+            fnn.check_gradients(net, "bce", params, x, y, dtype="float64")
+        except ValueError as err:
+            print(err)
+        """
+    )
+    r = _run("-c", code)
+    assert "x64 mode is off" in r.stdout and "jax_enable_x64" in r.stdout, r.stdout + r.stderr
