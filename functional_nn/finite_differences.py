@@ -144,7 +144,7 @@ def _directional_columns(g, theta, scheme, h, chunk_size, pattern, mesh=None):
     """Columns ``d g / d theta_i`` for every ``i``, and whether each step crossed a kink.
 
     ``g: (P,) -> (m,)``. Returns ``(columns (P, m), kinks (P, k))`` where ``k`` is the size
-    of ``pattern``'s output (0 without one).
+    of ``pattern``'s output (1, always False, without one).
     """
     P = theta.shape[0]
     base_pattern = pattern(theta) if pattern is not None else jnp.zeros((1,), bool)

@@ -280,7 +280,7 @@ def fit(
     while done < steps:
         n = min(chunk_size, steps - done)
         carry, (J, val) = run(carry, jnp.arange(done, done + n, dtype=jnp.int32), data)
-        losses.append(np.asarray(J))  # the one host transfer per chunk
+        losses.append(np.asarray(J))  # host transfers happen here, between chunks, never inside
         vals.append(np.asarray(val))
         done += n
         if callback is not None:
