@@ -18,7 +18,7 @@ import sympy as sp
 from derivations.networks import symbolic_network
 from derivations.symbols import JAX_MODULES
 from functional_nn import Layer
-from functional_nn.backprop import _prepare, _scale
+from functional_nn.backprop import prepare, reduction_scale
 
 __all__ = ["MAX_PARAMS", "closed_form", "sympy_gradient"]
 
@@ -43,7 +43,7 @@ def sympy_gradient(net, loss, params, x, y, reduction: str = "sum"):
         ValueError: for a network of more than :data:`MAX_PARAMS` parameters, or a loss and
             output that have no closed form here (BCE needs a sigmoid output).
     """
-    loss_, xb, yb = _prepare(net, loss, params, x, y, reduction, "sympy_gradient")
+    loss_, xb, yb = prepare(net, loss, params, x, y, reduction, "sympy_gradient")
     if net.output not in ("sigmoid", "identity") or loss_.name not in ("bce", "mse"):
         raise ValueError(
             f"sympy_gradient: closed forms are derived for sigmoid or identity outputs with BCE "
@@ -64,7 +64,9 @@ def sympy_gradient(net, loss, params, x, y, reduction: str = "sum"):
         out = f(list(xn), list(yn), list(theta))
         return jnp.stack([jnp.asarray(v, theta.dtype) * jnp.ones((), theta.dtype) for v in out])
 
-    values = jnp.sum(jax.vmap(per_sample)(xb, yb), axis=0) * _scale(reduction, xb)  # (1 + P,)
+    values = jnp.sum(jax.vmap(per_sample)(xb, yb), axis=0) * reduction_scale(
+        reduction, xb
+    )  # (1 + P,)
     J, flat = values[0], values[1:]
     grads, offset = [], 0
     for layer in params:

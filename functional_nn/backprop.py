@@ -77,7 +77,7 @@ GradientMethod = Callable[..., tuple[jax.Array, Params]]
 # -- the objective ------------------------------------------------------------------------------
 
 
-def _prepare(net: Network, loss: str | Loss, params: Params, x, y, reduction: str, where: str):
+def prepare(net: Network, loss: str | Loss, params: Params, x, y, reduction: str, where: str):
     """Check every argument at trace time; return the Loss and ``x, y`` as batches."""
     if not isinstance(net, Network):
         raise ValueError(f"{where}: net must be a Network; got {type(net).__name__}")
@@ -95,12 +95,12 @@ def _prepare(net: Network, loss: str | Loss, params: Params, x, y, reduction: st
     return loss, x, y
 
 
-def _scale(reduction: str, x: jax.Array) -> float:
+def reduction_scale(reduction: str, x: jax.Array) -> float:
     """1 for ``"sum"`` (the lecture's J), ``1/N`` for ``"mean"`` over the ``N`` samples."""
     return 1.0 if reduction == "sum" else 1.0 / x.shape[0]
 
 
-def _fused(net: Network, loss: Loss, fused: bool | None) -> bool:
+def use_fused(net: Network, loss: Loss, fused: bool | None) -> bool:
     if fused is None:
         return loss.fuses_with(net.output)
     if fused and not loss.fuses_with(net.output):
@@ -111,7 +111,7 @@ def _fused(net: Network, loss: Loss, fused: bool | None) -> bool:
     return bool(fused)
 
 
-def _J(net: Network, loss: Loss, trace, y, fused: bool) -> jax.Array:
+def summed_loss(net: Network, loss: Loss, trace, y, fused: bool) -> jax.Array:
     """Summed loss; from the logits ``z(L+1)`` when fused."""
     if fused:
         return jnp.sum(loss.logits_value(trace.z[-1], y))
@@ -142,9 +142,11 @@ def objective(net: Network, loss: str | Loss, reduction: str = "sum") -> Callabl
     get_loss(loss)  # fail early on an unknown name
 
     def J(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
-        loss_, xb, yb = _prepare(net, loss, params, x, y, reduction, "objective")
+        loss_, xb, yb = prepare(net, loss, params, x, y, reduction, "objective")
         trace = net.trace(params, xb)
-        return _scale(reduction, xb) * _J(net, loss_, trace, yb, _fused(net, loss_, None))
+        return reduction_scale(reduction, xb) * summed_loss(
+            net, loss_, trace, yb, use_fused(net, loss_, None)
+        )
 
     return J
 
@@ -190,12 +192,12 @@ def backprop(net: Network, loss: str | Loss, params: Params, x, y, reduction: st
     >>> [g.W.shape for g in grads]
     [(3, 4), (2, 3)]
     """
-    loss, x, y = _prepare(net, loss, params, x, y, reduction, "backprop")
+    loss, x, y = prepare(net, loss, params, x, y, reduction, "backprop")
     trace = net.trace(params, x)
     z, h = trace.z, trace.h
-    s = _scale(reduction, x)
+    s = reduction_scale(reduction, x)
     L1 = net.L + 1
-    if _fused(net, loss, None):
+    if use_fused(net, loss, None):
         delta = loss.logits_grad(z[L1], y)  # (N, O): sigma(z) - y
     else:
         delta = net.activation(L1).vjp(z[L1], loss.grad(h[L1], y))  # (N, O)
@@ -209,7 +211,7 @@ def backprop(net: Network, loss: str | Loss, params: Params, x, y, reduction: st
         if l > 1:
             g = delta @ W  # (N, H_{l-1}): g(l-1) = dJ/dh(l-1)
             delta = net.activation(l - 1).vjp(z[l - 1], g)  # (N, H_{l-1})
-    J = s * _J(net, loss, trace, y, _fused(net, loss, None))
+    J = s * summed_loss(net, loss, trace, y, use_fused(net, loss, None))
     return J, tuple(grads)
 
 
@@ -297,8 +299,8 @@ def jacobian_factors(
     Returns:
         :class:`JacobianFactors`.
     """
-    loss_, xb, yb = _prepare(net, loss, params, x, y, "sum", "jacobian_factors")
-    fused = _fused(net, loss_, fused)
+    loss_, xb, yb = prepare(net, loss, params, x, y, "sum", "jacobian_factors")
+    fused = use_fused(net, loss_, fused)
     factors = jax.vmap(lambda xn, yn: _sample_factors(net, loss_, params, xn, yn, fused))(xb, yb)
     if jnp.ndim(x) == 1:
         factors = jax.tree_util.tree_map(lambda a: a[0], factors)
@@ -352,8 +354,8 @@ def jacobian_chain(
 
     Args and Returns: as :func:`backprop`; ``fused`` as :func:`jacobian_factors`.
     """
-    loss_, xb, yb = _prepare(net, loss, params, x, y, reduction, "jacobian_chain")
-    fused_ = _fused(net, loss_, fused)
+    loss_, xb, yb = prepare(net, loss, params, x, y, reduction, "jacobian_chain")
+    fused_ = use_fused(net, loss_, fused)
 
     def chunk_sum(xs, ys):  # the summed gradient of a chunk of samples
         per_sample = jax.vmap(
@@ -376,9 +378,9 @@ def jacobian_chain(
     if rest:
         total = jax.tree_util.tree_map(jnp.add, total, chunk_sum(xb[n_full * chunk :],
                                                                yb[n_full * chunk :]))  # fmt: skip
-    s = _scale(reduction, xb)
+    s = reduction_scale(reduction, xb)
     grads = jax.tree_util.tree_map(lambda g: s * g, total)
-    J = s * _J(net, loss_, net.trace(params, xb), yb, _fused(net, loss_, None))
+    J = s * summed_loss(net, loss_, net.trace(params, xb), yb, use_fused(net, loss_, None))
     return J, grads
 
 

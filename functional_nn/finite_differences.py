@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from functional_nn.backprop import _J, _fused, _prepare, _scale, objective
+from functional_nn.backprop import objective, prepare, reduction_scale, summed_loss, use_fused
 from functional_nn.losses import Loss
 from functional_nn.network import Layer, Network, Params
 from functional_nn.parallel import auto_mesh
@@ -491,15 +491,15 @@ def local_finite_differences(
     Returns:
         ``(J, grads)``; or a :class:`FiniteDifferenceResult`.
     """
-    loss_, xb, yb = _prepare(net, loss, params, x, y, reduction, "local_finite_differences")
+    loss_, xb, yb = prepare(net, loss, params, x, y, reduction, "local_finite_differences")
     _check_args(scheme, eps, None, "local_finite_differences")
-    fused = _fused(net, loss_, None)
+    fused = use_fused(net, loss_, None)
     per_sample, kinks = jax.vmap(
         lambda xn, yn: _local_sample(net, loss_, params, xn, yn, fused, scheme, eps)
     )(xb, yb)
-    s = _scale(reduction, xb)
+    s = reduction_scale(reduction, xb)
     grads = jax.tree_util.tree_map(lambda g: s * jnp.sum(g, axis=0), per_sample)
-    J = s * _J(net, loss_, net.trace(params, xb), yb, fused)
+    J = s * summed_loss(net, loss_, net.trace(params, xb), yb, fused)
     if not return_info:
         return J, grads
     kinks = jax.tree_util.tree_map(lambda k: jnp.any(k, axis=0), kinks)
@@ -547,7 +547,7 @@ def finite_differences(
     Args:
         scheme, eps, chunk_size, mesh: as :func:`finite_difference_grad` (default: central).
     """
-    _prepare(net, loss, params, x, y, reduction, "finite_differences")
+    prepare(net, loss, params, x, y, reduction, "finite_differences")
     J = objective(net, loss, reduction)
     r = finite_difference_grad(
         lambda p: J(p, x, y),

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from functional_nn.backprop import _prepare, backprop, objective
+from functional_nn.backprop import backprop, objective, prepare
 from functional_nn.network import Layer, Network, Params
 from functional_nn.parallel import auto_mesh, check_divisible, replicated, sample_sharding
 
@@ -247,9 +247,9 @@ def fit(
     """
     _check_fit_args(net, x, y, steps, batch_size, key, x_val, y_val, patience, weight_decay,
                     chunk_size)  # fmt: skip
-    _prepare(net, loss, params, x, y, reduction, "fit")
+    prepare(net, loss, params, x, y, reduction, "fit")
     if x_val is not None:
-        _prepare(net, loss, params, x_val, y_val, reduction, "fit (validation)")
+        prepare(net, loss, params, x_val, y_val, reduction, "fit (validation)")
     optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     N = x.shape[0]
     val_objective = objective(net, loss, reduction) if x_val is not None else None
