@@ -54,8 +54,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_nn.losses import Loss, check_same_shape, check_targets, get_loss
+from functional_nn.losses import Loss, check_output, check_same_shape, check_targets, get_loss
 from functional_nn.network import Layer, Network, Params
+from functional_nn.validation import cast_like, check_array
 
 __all__ = [
     "JacobianFactors",
@@ -78,14 +79,22 @@ GradientMethod = Callable[..., tuple[jax.Array, Params]]
 
 
 def prepare(net: Network, loss: str | Loss, params: Params, x, y, reduction: str, where: str):
-    """Check every argument at trace time; return the Loss and ``x, y`` as batches."""
+    """Check every argument at trace time; return the Loss and ``x, y`` as batches.
+
+    Shapes, dtypes and the loss/output pair are checked always (at trace time under
+    :func:`jax.jit`, costing nothing); the values of concrete ``params``, ``x`` and ``y``
+    (finite, targets in range) are reduced where they live, one small read-back each. Every
+    gradient method and :func:`objective` starts here, so all refuse the same inputs.
+    """
     if not isinstance(net, Network):
         raise ValueError(f"{where}: net must be a Network; got {type(net).__name__}")
     loss = get_loss(loss)
     if reduction not in REDUCTIONS:
         raise ValueError(f"{where}: reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    check_output(loss, net.output, where)
     net.check_params(params, where)
     net.check_x(x, where)
+    check_array(y, "y", where, " of the shape of y_hat")
     y_hat_shape = jnp.shape(x)[:-1] + (net.O,)
     if jnp.shape(y) != y_hat_shape:
         check_same_shape(jnp.zeros(y_hat_shape), y, where)
@@ -143,17 +152,28 @@ def objective(net: Network, loss: str | Loss, reduction: str = "sum") -> Callabl
 
     def J(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
         loss_, xb, yb = prepare(net, loss, params, x, y, reduction, "objective")
-        trace = net.trace(params, xb)
-        return reduction_scale(reduction, xb) * summed_loss(
-            net, loss_, trace, yb, use_fused(net, loss_, None)
-        )
+        return _checked_objective(net, loss_, reduction, params, xb, yb)
 
     return J
 
 
+def _checked_objective(net: Network, loss: Loss, reduction: str, params: Params, xb, yb):
+    """J of batches whose arguments :func:`prepare` has checked."""
+    trace = net.forward(params, xb)
+    return reduction_scale(reduction, xb) * summed_loss(
+        net, loss, trace, yb, use_fused(net, loss, None)
+    )
+
+
 def autodiff(net: Network, loss: str | Loss, params: Params, x, y, reduction: str = "sum"):
-    """The reference: ``jax.value_and_grad(objective(net, loss, reduction))(params, x, y)``."""
-    return jax.value_and_grad(objective(net, loss, reduction))(params, x, y)
+    """The reference: ``jax.value_and_grad(objective(net, loss, reduction))(params, x, y)``.
+
+    The arguments are checked once, before differentiating (so concrete ``params`` are
+    checked for finite values too, as every other method does)."""
+    loss_, xb, yb = prepare(net, loss, params, x, y, reduction, "autodiff")
+    return jax.value_and_grad(lambda p: _checked_objective(net, loss_, reduction, p, xb, yb))(
+        params
+    )
 
 
 # -- the delta rule -----------------------------------------------------------------------------
@@ -193,7 +213,7 @@ def backprop(net: Network, loss: str | Loss, params: Params, x, y, reduction: st
     [(3, 4), (2, 3)]
     """
     loss, x, y = prepare(net, loss, params, x, y, reduction, "backprop")
-    trace = net.trace(params, x)
+    trace = net.forward(params, x)
     z, h = trace.z, trace.h
     s = reduction_scale(reduction, x)
     L1 = net.L + 1
@@ -212,7 +232,7 @@ def backprop(net: Network, loss: str | Loss, params: Params, x, y, reduction: st
             g = delta @ W  # (N, H_{l-1}): g(l-1) = dJ/dh(l-1)
             delta = net.activation(l - 1).vjp(z[l - 1], g)  # (N, H_{l-1})
     J = s * summed_loss(net, loss, trace, y, use_fused(net, loss, None))
-    return J, tuple(grads)
+    return J, cast_like(tuple(grads), params)  # the dtype of params (bfloat16 stays bfloat16)
 
 
 # -- the materialized chain ---------------------------------------------------------------------
@@ -262,7 +282,7 @@ def _layer_factors(W, b, h_prev, dh_dz, first: bool) -> LayerFactors:
 
 def _sample_factors(net: Network, loss: Loss, params: Params, x, y, fused: bool):
     """``JacobianFactors`` of one sample ``x`` (D,), ``y`` (O,)."""
-    trace = net.trace(params, x)
+    trace = net.forward(params, x)
     z, h = trace.z, trace.h
     L1 = net.L + 1
     layers = []
@@ -366,7 +386,8 @@ def jacobian_chain(
     N = xb.shape[0]
     chunk = max(1, min(N, _FACTOR_BUDGET // _factor_size(net)))
     n_full, rest = divmod(N, chunk)
-    total = jax.tree_util.tree_map(jnp.zeros_like, params)
+    # accumulated in the dtype the products come in (float32 for bfloat16 params and float32 x)
+    total = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.result_type(p, xb)), params)
     if n_full:  # whole chunks, accumulated: memory for one chunk's factors, not N's
         xs = xb[: n_full * chunk].reshape(n_full, chunk, -1)
         ys = yb[: n_full * chunk].reshape(n_full, chunk, -1)
@@ -380,8 +401,8 @@ def jacobian_chain(
                                                                yb[n_full * chunk :]))  # fmt: skip
     s = reduction_scale(reduction, xb)
     grads = jax.tree_util.tree_map(lambda g: s * g, total)
-    J = s * summed_loss(net, loss_, net.trace(params, xb), yb, use_fused(net, loss_, None))
-    return J, grads
+    J = s * summed_loss(net, loss_, net.forward(params, xb), yb, use_fused(net, loss_, None))
+    return J, cast_like(grads, params)
 
 
 # -- the factors as a table ---------------------------------------------------------------------

@@ -39,16 +39,18 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import xlog1py, xlogy
 
 from functional_nn.activations import sigmoid, softmax
+from functional_nn.validation import check_array, is_concrete, value_stats
 
 __all__ = [
     "LOSSES",
     "Loss",
     "bce",
+    "check_output",
     "check_same_shape",
+    "check_targets",
     "cross_entropy",
     "get_loss",
     "logsumexp",
@@ -75,6 +77,10 @@ class Loss:
         target_range: closed interval the targets must lie in, or ``None`` for any real.
         rows_sum_to_one: whether each target row must be a probability vector (one-hot or
             soft labels), as cross-entropy over classes needs.
+        outputs: the output activations the loss is defined for (BCE needs probabilities
+            from a sigmoid, cross-entropy a softmax), or ``None`` for any output (MSE). Any
+            other pair is refused at trace time: BCE on an identity output is ``nan``, BCE on
+            a softmax or cross-entropy on a sigmoid reach ``inf`` at large logits.
     """
 
     name: str
@@ -85,6 +91,7 @@ class Loss:
     logits_grad: Callable[[jax.Array, jax.Array], jax.Array] | None = None
     target_range: tuple[float, float] | None = None
     rows_sum_to_one: bool = False
+    outputs: tuple[str, ...] | None = None
 
     def fuses_with(self, output: str) -> bool:
         """Whether this loss is computed from the logits of an ``output`` activation."""
@@ -103,34 +110,45 @@ def check_same_shape(y_hat: jax.Array, y: jax.Array, where: str) -> None:
         )
 
 
-def _is_concrete(a) -> bool:
-    return not isinstance(a, jax.core.Tracer)
-
-
 def check_targets(loss: Loss, y: jax.Array, where: str) -> None:
-    """Raise ``ValueError`` if a concrete ``y`` is non-finite or outside the loss's range."""
-    if not _is_concrete(y):
+    """Raise ``ValueError`` if a concrete ``y`` is non-finite or outside the loss's range.
+
+    The check reduces ``y`` where it lives (on its device for a ``jax.Array``) and reads back
+    a few counts: ``y`` itself is never copied to the host.
+    """
+    if not is_concrete(y):
         return
-    y = np.asarray(y)
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"{where}: y has {np.size(y) - np.isfinite(y).sum()} non-finite entries")
-    if loss.target_range is not None:
-        lo, hi = loss.target_range
-        bad = (y < lo) | (y > hi)
-        if np.any(bad):
-            raise ValueError(
-                f"{where}: loss {loss.name!r} needs targets in [{lo}, {hi}], but y has "
-                f"{int(bad.sum())} entries outside it (min {y.min()}, max {y.max()})"
-            )
-    if loss.rows_sum_to_one:
-        sums = np.sum(y, axis=-1)
-        bad = np.abs(sums - 1) > 1e-6 * y.shape[-1]
-        if np.any(bad):
-            example = np.ravel(sums)[np.argmax(np.ravel(bad))]
-            raise ValueError(
-                f"{where}: loss {loss.name!r} needs each row of y to sum to 1 (one-hot or soft "
-                f"labels), but {int(np.sum(bad))} rows do not (one sums to {example})"
-            )
+    check_array(y, "y", where)
+    lo, hi = loss.target_range if loss.target_range is not None else (None, None)
+    rows_tol = 1e-6 * jnp.shape(y)[-1] if loss.rows_sum_to_one and jnp.ndim(y) else 0.0
+    stats = value_stats(y, lo, hi, rows_tol)
+    if stats.nonfinite:
+        raise ValueError(f"{where}: y has {stats.nonfinite} non-finite entries")
+    if stats.below or stats.above:
+        raise ValueError(
+            f"{where}: loss {loss.name!r} needs targets in [{lo}, {hi}], but y has "
+            f"{stats.below + stats.above} entries outside it (min {stats.min:g}, "
+            f"max {stats.max:g})"
+        )
+    if stats.rows_off:
+        raise ValueError(
+            f"{where}: loss {loss.name!r} needs each row of y to sum to 1 (one-hot or soft "
+            f"labels), but {stats.rows_off} rows do not (one sums to {stats.row_sum:g})"
+        )
+
+
+def check_output(loss: Loss, output: str, where: str) -> None:
+    """Raise ``ValueError`` unless ``loss`` is defined for a network with this ``output``."""
+    if loss.outputs is not None and output not in loss.outputs:
+        need = " or ".join(repr(o) for o in loss.outputs)
+        others = sorted(
+            n for n, other in LOSSES.items() if other.outputs is None or output in other.outputs
+        )
+        raise ValueError(
+            f"{where}: loss {loss.name!r} needs a network with output={need}; got "
+            f"output={output!r} (use Network(..., output={need}), or a loss for this output: "
+            f"{others})"
+        )
 
 
 # -- binary cross-entropy -----------------------------------------------------------------------
@@ -178,6 +196,7 @@ bce = Loss(
     logits_value=_bce_logits_value,
     logits_grad=_bce_logits_grad,
     target_range=(0.0, 1.0),
+    outputs=("sigmoid",),
 )
 """Binary cross-entropy; fused with a ``sigmoid`` output (computed from the logits)."""
 
@@ -246,6 +265,7 @@ cross_entropy = Loss(
     logits_grad=_ce_logits_grad,
     target_range=(0.0, 1.0),
     rows_sum_to_one=True,
+    outputs=("softmax",),
 )
 """Cross-entropy over classes, for one-hot (or soft) targets; fused with a ``softmax`` output."""
 

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_nn.activations import ACTIVATIONS, Activation, get_activation
+from functional_nn.validation import check_array, check_finite
 
 __all__ = ["Layer", "Network", "Params", "Trace", "equivalent_linear_map", "num_params"]
 
@@ -107,6 +108,13 @@ class Network:
                 f"got {tuple(sizes)!r}"
             )
         object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
+        for name in ("hidden", "output"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ValueError(
+                    f"Network: {name} must be the name of an activation (a str); got {value!r} "
+                    f"({type(value).__name__})"
+                )
         if self.hidden not in ACTIVATIONS:
             get_activation(self.hidden)  # an unknown name: the error lists the known ones
             raise ValueError(
@@ -178,12 +186,19 @@ class Network:
             params.append(Layer(W, b))
         return tuple(params)
 
-    def check_params(self, params: Any, where: str = "Network") -> None:
-        """Raise ``ValueError`` listing every way ``params`` does not fit this network."""
-        if not isinstance(params, (tuple, list)):
+    def check_params(self, params: Any, where: str = "Network", values: bool = True) -> None:
+        """Raise ``ValueError`` listing every way ``params`` does not fit this network.
+
+        ``params`` must be a tuple (not a list: gradients come back as a tuple, so a list
+        would not compare leaf by leaf) of one :class:`Layer` per layer, with floating
+        leaves of the right shapes; with ``values``, concrete leaves must also be finite
+        (checked where they live, see :func:`~functional_nn.validation.value_stats`).
+        """
+        if not isinstance(params, tuple):
+            hint = " (use tuple(params))" if isinstance(params, list) else ""
             raise ValueError(
                 f"{where}: params must be a tuple of Layer(W, b), one per layer; "
-                f"got {type(params).__name__} (sizes={self.sizes})"
+                f"got {type(params).__name__}{hint} (sizes={self.sizes})"
             )
         if len(params) != self.L + 1:
             raise ValueError(
@@ -209,25 +224,39 @@ class Network:
                     f"params[{l - 1}].b (b({l})) has shape {jnp.shape(layer.b)}, "
                     f"expected {(self.sizes[l],)}"
                 )
+            for leaf_name, leaf in (("W", layer.W), ("b", layer.b)):
+                dtype = getattr(leaf, "dtype", None) if leaf is not None else None
+                if leaf is not None and (dtype is None or not jnp.issubdtype(dtype, jnp.inexact)):
+                    problems.append(
+                        f"params[{l - 1}].{leaf_name} has dtype {dtype or type(leaf).__name__}; "
+                        "parameters must be floating-point arrays"
+                    )
         if problems:
             raise ValueError(
                 f"{where}: params do not fit the network "
                 f"(sizes={self.sizes}, bias={self.bias}):\n  " + "\n  ".join(problems)
             )
+        if values:
+            for l, (W, b) in enumerate(params):
+                check_finite(W, f"params[{l}].W", where)
+                if b is not None:
+                    check_finite(b, f"params[{l}].b", where)
 
-    def check_x(self, x: Any, where: str = "Network") -> None:
-        """Raise ``ValueError`` unless ``x`` has shape ``(D,)`` or ``(N, D)`` (and, when
-        concrete, only finite entries)."""
+    def check_x(self, x: Any, where: str = "Network", values: bool = True) -> None:
+        """Raise unless ``x`` is a numeric array of shape ``(D,)`` or ``(N, D)`` with
+        ``N >= 1`` (and, when concrete and ``values``, only finite entries: counted where
+        ``x`` lives, never copied to the host)."""
+        check_array(x, "x", where, " of shape (N, D) or (D,)")
         shape = jnp.shape(x)
         if len(shape) not in (1, 2) or shape[-1] != self.D:
             raise ValueError(
                 f"{where}: x has shape {shape} but the network expects D={self.D} inputs, "
                 f"as (D,) or (N, D) (sizes={self.sizes})"
             )
-        if not isinstance(x, jax.core.Tracer):
-            finite = np.isfinite(np.asarray(x))
-            if not finite.all():
-                raise ValueError(f"{where}: x has {finite.size - finite.sum()} non-finite entries")
+        if len(shape) == 2 and shape[0] == 0:
+            raise ValueError(f"{where}: x is an empty batch, shape {shape}; give N >= 1 samples")
+        if values:
+            check_finite(x, "x", where)
 
     # -- forward pass ----------------------------------------------------------------------------
 
@@ -243,6 +272,10 @@ class Network:
         """
         self.check_params(params, "Network.trace")
         self.check_x(x, "Network.trace")
+        return self.forward(params, x)
+
+    def forward(self, params: Params, x: jax.Array) -> Trace:
+        """:meth:`trace` without the argument checks, for callers that made them already."""
         h, zs, hs = x, [None], [x]
         for l, (W, b) in enumerate(params, start=1):
             z = h @ W.T  # (N, H_l)
@@ -303,8 +336,13 @@ def equivalent_linear_map(
                 "(use Network(sizes, hidden='identity', output='identity'))"
             )
         net.check_params(params, "equivalent_linear_map")
-    elif not isinstance(params, (tuple, list)) or not all(isinstance(p, Layer) for p in params):
-        raise ValueError("equivalent_linear_map: params must be a tuple of Layer(W, b)")
+    elif (
+        not isinstance(params, tuple) or not params or not all(isinstance(p, Layer) for p in params)
+    ):
+        raise ValueError(
+            "equivalent_linear_map: params must be a non-empty tuple of Layer(W, b), one per "
+            f"layer; got {params!r:.80}"
+        )
     W_eq = params[0].W
     b_eq = params[0].b if params[0].b is not None else jnp.zeros(W_eq.shape[0], W_eq.dtype)
     for W, b in params[1:]:

@@ -9,14 +9,24 @@ array or Python value is checked on the host where it already is.
 
 from __future__ import annotations
 
+import functools
 import numbers
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_int", "check_real", "count_nonfinite", "is_concrete"]
+__all__ = [
+    "cast_like",
+    "check_array",
+    "check_finite",
+    "check_int",
+    "check_real",
+    "count_nonfinite",
+    "is_concrete",
+    "value_stats",
+]
 
 
 def is_concrete(a: Any) -> bool:
@@ -24,20 +34,117 @@ def is_concrete(a: Any) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
-def count_nonfinite(a: Any) -> int:
-    """The number of non-finite entries of a concrete array, counted where it lives.
+def _stats(xp, a, lo, hi, rows_tol):
+    """Counts ``[non-finite, below lo, above hi, rows off 1]`` and values ``[min, max, first
+    such row sum]`` of a real array ``a`` (``rows_tol`` 0: rows unchecked), with ``xp`` numpy
+    or jax.numpy. Min and max are over the finite entries."""
+    if not xp.issubdtype(a.dtype, xp.floating):
+        a = a.astype(xp.float32)
+    elif xp is not np:
+        a = a.astype(xp.promote_types(a.dtype, xp.float32))  # sums of bfloat16 would round
+    finite = xp.isfinite(a)
+    safe = xp.where(finite, a, 0)
+    below = xp.sum(safe < lo) if lo is not None else xp.zeros((), xp.int32)
+    above = xp.sum(safe > hi) if hi is not None else xp.zeros((), xp.int32)
+    if a.size:
+        amin, amax = xp.min(xp.where(finite, a, xp.inf)), xp.max(xp.where(finite, a, -xp.inf))
+    else:
+        amin = amax = xp.zeros((), a.dtype)
+    if rows_tol and a.ndim and a.size:
+        sums = xp.sum(safe, axis=-1).ravel()
+        off = xp.abs(sums - 1) > rows_tol
+        rows, example = xp.sum(off), xp.where(xp.any(off), sums[xp.argmax(off)], 1)
+    else:
+        rows, example = xp.zeros((), xp.int32), xp.ones((), a.dtype)
+    counts = xp.stack([xp.asarray(c, xp.int32) for c in (xp.sum(~finite), below, above, rows)])
+    return counts, xp.stack([xp.asarray(v, a.dtype) for v in (amin, amax, example)])
 
-    A ``jax.Array`` is reduced on its device (one scalar comes back, whatever its size or
-    sharding); anything else (NumPy, Python numbers, nested lists) is counted with NumPy.
+
+_device_stats = jax.jit(functools.partial(_stats, jnp), static_argnums=(1, 2, 3))
+
+
+class ValueStats(NamedTuple):
+    """What :func:`value_stats` found in an array (its finite entries for min and max)."""
+
+    nonfinite: int
+    below: int
+    above: int
+    min: float
+    max: float
+    rows_off: int
+    row_sum: float
+
+
+def value_stats(a: Any, lo: float | None = None, hi: float | None = None,
+                rows_tol: float = 0.0) -> ValueStats:  # fmt: skip
+    """Count the non-finite entries of a concrete real array, those below ``lo`` and above
+    ``hi``, and (``rows_tol > 0``) the rows whose sum is off 1 by more than ``rows_tol``.
+
+    A ``jax.Array`` is reduced on its own device(s) by one compiled program and only these
+    seven numbers come back; anything else (NumPy, Python numbers) is reduced with NumPy where
+    it is. No whole array is ever copied to the host.
+
+    >>> value_stats(np.array([0.5, np.nan, 3.0]), 0.0, 1.0)[:3]
+    (1, 0, 1)
     """
     if isinstance(a, jax.Array):
-        if not jnp.issubdtype(a.dtype, jnp.inexact):
-            return 0
-        return int(jnp.sum(~jnp.isfinite(a)))
-    a = np.asarray(a)
-    if not np.issubdtype(a.dtype, np.inexact):
+        counts, values = jax.device_get(_device_stats(a, lo, hi, float(rows_tol)))
+    else:
+        a = np.asarray(a)
+        counts, values = _stats(np, a.astype(np.float64), lo, hi, float(rows_tol))
+    n, below, above, rows = (int(c) for c in counts)
+    amin, amax, example = (float(v) for v in values)
+    return ValueStats(n, below, above, amin, amax, rows, example)
+
+
+def count_nonfinite(a: Any) -> int:
+    """The number of non-finite entries of a concrete array, counted where it lives
+    (:func:`value_stats`); 0 for an integer or boolean array."""
+    dtype = a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
+    if not np.issubdtype(dtype, np.inexact):
         return 0
-    return int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+    if np.issubdtype(dtype, np.complexfloating):
+        return count_nonfinite(a.real) + count_nonfinite(a.imag)
+    return value_stats(a).nonfinite
+
+
+def check_finite(a: Any, name: str, where: str) -> None:
+    """Raise ``ValueError`` if a concrete ``a`` has a non-finite entry (tracers pass)."""
+    if is_concrete(a):
+        n = count_nonfinite(a)
+        if n:
+            raise ValueError(
+                f"{where}: {name} has {n} non-finite entries (nan or inf) of {np.size(a)}; "
+                "every entry must be finite"
+            )
+
+
+def cast_like(grads: Any, params: Any) -> Any:
+    """``grads`` with each leaf in the dtype of the matching leaf of ``params``, in the
+    container types of ``params`` (the two trees must have the same leaves)."""
+    leaves = jax.tree_util.tree_leaves(grads)
+    p_leaves, treedef = jax.tree_util.tree_flatten(params)
+    if len(leaves) != len(p_leaves):
+        raise ValueError(
+            f"cast_like: gradients have {len(leaves)} leaves but params have {len(p_leaves)}"
+        )
+    cast = [
+        jnp.asarray(g).astype(jnp.result_type(p)) for g, p in zip(leaves, p_leaves, strict=True)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, cast)
+
+
+def check_array(a: Any, name: str, where: str, shape: str = "") -> None:
+    """Raise ``TypeError`` unless ``a`` is a real numeric array (``jax.Array``, NumPy array
+    or scalar, or a tracer of one); lists and strings are not converted silently."""
+    if not isinstance(a, (jax.Array, np.ndarray, np.generic)):
+        raise TypeError(
+            f"{where}: {name} must be an array (jax.Array or numpy.ndarray){shape}; got "
+            f"{type(a).__name__} (convert it with jnp.asarray({name}))"
+        )
+    if not jnp.issubdtype(a.dtype, jnp.number) or jnp.issubdtype(a.dtype, jnp.complexfloating):
+        if not (name == "x" and jnp.issubdtype(a.dtype, jnp.complexfloating)):
+            raise TypeError(f"{where}: {name} must hold real numbers; got dtype {a.dtype}")
 
 
 def check_int(value: Any, name: str, where: str, minimum: int = 1) -> int:

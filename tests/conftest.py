@@ -5,6 +5,7 @@ cases ask for float32 explicitly.
 """
 
 import jax
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -24,3 +25,36 @@ settings.load_profile("default")
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """The sizes of the jax.Arrays read back to the host while the test runs.
+
+    A CPU does not enforce ``jax.transfer_guard`` for device-to-host copies, so they are
+    counted here: every read through ``ArrayImpl._value`` (``float``, ``jax.device_get``,
+    ``tolist``, printing) and every jax.Array handed to NumPy's converters and reductions
+    (on a CPU, ``np.asarray`` reads a jax.Array through the buffer protocol, past ``_value``).
+    """
+    from jax._src import array
+
+    reads = []
+    value = array.ArrayImpl._value
+
+    def counted(self):
+        reads.append(int(self.size))
+        return value.fget(self)
+
+    monkeypatch.setattr(array.ArrayImpl, "_value", property(counted))
+    for name in ("asarray", "array", "asanyarray", "isfinite", "all", "any", "sum", "min", "max"):
+        monkeypatch.setattr(np, name, _counting(getattr(np, name), reads))
+    return reads
+
+
+def _counting(fn, reads):
+    def wrapper(a, *args, **kwargs):
+        if isinstance(a, jax.Array):
+            reads.append(int(a.size))
+        return fn(a, *args, **kwargs)
+
+    return wrapper

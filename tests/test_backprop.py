@@ -279,3 +279,96 @@ def test_jacobian_chain_accumulates_chunks_of_samples(samples_per_chunk, key, mo
     _, ref = autodiff(net, "bce", params, x, y)
     _, grads = jacobian_chain(net, "bce", params, x, y)
     _assert_close(grads, ref, HAND_VS_AUTODIFF["float64"])
+
+
+# -- what every method refuses, and what it gives back (issue 12) ----------------------------
+
+ALL = {"autodiff": autodiff, **HAND}
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize(
+    "loss, output",
+    [("bce", "identity"), ("bce", "softmax"), ("cross_entropy", "sigmoid"),
+     ("cross_entropy", "identity")],
+)  # fmt: skip
+def test_a_loss_on_an_output_it_is_not_defined_for_is_refused(name, loss, output, key):
+    net = Network((3, 2), output=output)
+    params = net.init(key)
+    y = jnp.array([[1.0, 0.0]])
+    with pytest.raises(ValueError, match=f"loss '{loss}' needs a network with output="):
+        ALL[name](net, loss, params, jnp.ones((1, 3)), y)
+    with pytest.raises(ValueError, match=f"got output='{output}'"):  # at trace time, under jit
+        jax.jit(functools.partial(ALL[name], net, loss))(params, jnp.ones((1, 3)), y)
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "identity", "softmax"])
+def test_mse_takes_any_output(output, key):
+    net = Network((3, 2), output=output)
+    J, _ = backprop(net, "mse", net.init(key), jnp.ones((1, 3)), jnp.zeros((1, 2)))
+    assert np.isfinite(float(J))
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
+def test_non_finite_params_are_refused(name, bad, key):
+    net = Network((4, 3, 1))
+    params, x, y = _problem(net, "bce", key, 8)
+    params = (params[0]._replace(b=params[0].b.at[1].set(bad)), params[1])
+    with pytest.raises(ValueError, match=r"params\[0\].b has 1 non-finite entries"):
+        ALL[name](net, "bce", params, x, y)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_integer_params_and_list_params_are_refused_the_same_way(name, key):
+    net = Network((4, 3, 1), bias=False)
+    params, x, y = _problem(net, "bce", key, 8)
+    ints = tuple(Layer(p.W.astype(jnp.int32), None) for p in params)
+    with pytest.raises(ValueError, match=r"params\[0\].W has dtype int32; .* floating-point"):
+        ALL[name](net, "bce", ints, x, y)
+    with pytest.raises(ValueError, match=r"params must be a tuple .* got list \(use tuple"):
+        ALL[name](net, "bce", list(params), x, y)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_gradients_come_back_in_the_dtype_of_params(name, dtype, key):
+    net = Network((4, 3, 1))
+    params, x, y = _problem(net, "bce", key, 8, "float32")
+    params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
+    J, grads = ALL[name](net, "bce", params, x, y)  # x stays float32
+    assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)
+    assert [g.dtype for g in jax.tree_util.tree_leaves(grads)] == [jnp.dtype(dtype)] * 4
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_an_empty_batch_is_refused(name, reduction, key):
+    net = Network((4, 3, 1))
+    params = net.init(key)
+    with pytest.raises(ValueError, match=r"x is an empty batch, shape \(0, 4\)"):
+        ALL[name](net, "bce", params, jnp.zeros((0, 4)), jnp.zeros((0, 1)), reduction)
+
+
+def test_x_and_y_that_are_not_arrays_get_a_clear_type_error(key):
+    net = Network((2, 1))
+    params = net.init(key)
+    with pytest.raises(TypeError, match=r"x must be an array .* got list .*jnp.asarray"):
+        backprop(net, "mse", params, [[1.0, 2.0]], jnp.zeros((1, 1)))
+    with pytest.raises(TypeError, match="x must hold real numbers; got dtype <U1"):
+        backprop(net, "mse", params, np.array([["a", "b"]]), jnp.zeros((1, 1)))
+    with pytest.raises(TypeError, match=r"y must be an array .* got list"):
+        backprop(net, "mse", params, jnp.ones((1, 2)), [[0.0]])
+
+
+def test_value_checks_never_copy_a_whole_device_array_to_the_host(key, host_reads):
+    """x, y and params are checked on their device: only a few counts come back."""
+    net = Network((16, 8, 3), output="softmax")
+    params, x, y = _problem(net, "cross_entropy", key, 64)
+    for method in ALL.values():
+        host_reads.clear()
+        method(net, "cross_entropy", params, x, y)
+        assert all(size <= 8 for size in host_reads), host_reads  # counts, never x (1024)
+    host_reads.clear()
+    np.asarray(x)  # the counter sees a real copy
+    assert host_reads == [x.size]

@@ -1,6 +1,7 @@
 """Checkpoints round-trip exactly, refuse what does not fit, and are written atomically."""
 
 import os
+import stat
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ from functional_nn import Layer, Network, load, save
 from functional_nn import checkpoint as checkpoint_module
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("bias", [False, True])
 def test_round_trip_is_exact(tmp_path, dtype, bias, key):
     net = Network((5, 4, 3), hidden="relu", output="softmax", bias=bias)
@@ -87,3 +88,63 @@ def test_loaded_network_runs(tmp_path, key):
     net2, params2 = load(save(tmp_path / "m.npz", net, params))
     x = jnp.ones((2, 3))
     np.testing.assert_array_equal(net2.apply(params2, x), net.apply(params, x))
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.array([["a", "b", "c", "d"]] * 3), "dtype <U1"),
+        (np.full((3, 4), None, object), "dtype object"),
+        (jnp.ones((3, 4), jnp.int32), "dtype int32"),
+    ],
+)
+def test_params_that_load_could_not_read_are_refused_before_the_file_is_touched(
+    tmp_path, bad, match, key
+):
+    net = Network((4, 3, 2))
+    params = net.init(key)
+    path = save(tmp_path / "model.npz", net, params)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=match):
+        save(path, net, (params[0]._replace(W=bad), params[1]))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
+
+
+def test_a_missing_folder_is_refused_before_any_write(tmp_path, key):
+    net = Network((4, 2))
+    with pytest.raises(ValueError, match="the folder .*nope of .*model.npz does not exist"):
+        save(tmp_path / "nope" / "model.npz", net, net.init(key))
+
+
+def test_permissions_follow_the_umask_and_a_replaced_file_keeps_its_own(tmp_path, key):
+    net = Network((4, 2))
+    params = net.init(key)
+    old = os.umask(0o027)
+    try:
+        path = save(tmp_path / "model.npz", net, params)
+        assert path.stat().st_mode & 0o777 == 0o640
+        os.chmod(path, 0o644)
+        save(path, net, params)
+        assert path.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_the_folder_is_fsynced_after_the_rename(tmp_path, key, monkeypatch):
+    net = Network((4, 2))
+    synced, real = [], os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    save(tmp_path / "model.npz", net, net.init(key))
+    assert synced == [False, True]  # the file, then its folder
+
+
+def test_a_single_npy_file_is_not_a_checkpoint(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="holds a single ndarray, not an .npz archive"):
+        load(tmp_path / "x.npy")

@@ -56,3 +56,19 @@ def test_missing_scikit_learn_says_how_to_install_it(monkeypatch):
     with pytest.raises(ImportError, match="pip install scikit-learn"):
         load_dataset("digits")
     load_dataset("xor")  # synthetic ones need nothing
+
+
+@pytest.mark.parametrize("key", [0, "0", jax.numpy.zeros(3, "uint32")])
+def test_a_key_that_is_not_a_prng_key_is_named(key):
+    with pytest.raises(TypeError, match=r"key must be a JAX PRNG key such as jax.random.key\(0\)"):
+        load_dataset("xor", key)
+
+
+def test_a_raw_prng_key_is_welcome():
+    a, b = load_dataset("xor", jax.random.PRNGKey(3)), load_dataset("xor", jax.random.key(3))
+    assert a.x_train.shape == b.x_train.shape
+
+
+def test_a_name_that_is_not_a_string_is_refused():
+    with pytest.raises(ValueError, match=r"unknown dataset \['xor'\]"):
+        load_dataset(["xor"])

@@ -103,6 +103,12 @@ def test_equivalent_linear_map_refuses_a_nonlinear_network(kw, key):
         equivalent_linear_map(net.init(key), net)
 
 
+@pytest.mark.parametrize("params", [(), [], None, (jnp.ones((2, 2)),)])
+def test_equivalent_linear_map_refuses_what_is_not_layers(params):
+    with pytest.raises(ValueError, match="params must be a non-empty tuple of Layer"):
+        equivalent_linear_map(params)
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 
@@ -117,6 +123,8 @@ def test_equivalent_linear_map_refuses_a_nonlinear_network(kw, key):
         ({"sizes": (4, 2), "output": "relu"}, "unknown output activation 'relu'"),
         ({"sizes": (4, 3, 2), "hidden": "softmax"}, "hidden='softmax' is not elementwise"),
         ({"sizes": (4, 2), "bias": 1}, "bias must be True or False"),
+        ({"sizes": (4, 2), "hidden": ["relu"]}, r"hidden must be the name .* got \['relu'\]"),
+        ({"sizes": (4, 2), "output": None}, "output must be the name of an activation"),
     ],
 )
 def test_bad_network_arguments(kwargs, match):
