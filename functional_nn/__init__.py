@@ -27,7 +27,15 @@ from functional_nn.backprop import (
     jacobian_factors,
     objective,
 )
+from functional_nn.checkers import check_grad
 from functional_nn.checkpoint import load, save
+from functional_nn.comparison import (
+    CheckRow,
+    GradCheckReport,
+    GradientMismatch,
+    LeafComparison,
+    compare_gradients,
+)
 from functional_nn.data import DATASETS, Dataset, load_dataset
 from functional_nn.eps_study import EpsStudy, eps_study, observed_order
 from functional_nn.finite_differences import (
@@ -35,23 +43,17 @@ from functional_nn.finite_differences import (
     default_eps,
     finite_difference_grad,
     finite_difference_jacobian,
+)
+from functional_nn.gradcheck import TOLERANCES, check_gradients, default_methods
+from functional_nn.losses import LOSSES, Loss, bce, cross_entropy, get_loss, mse, softplus
+from functional_nn.network import Layer, Network, Params, Trace, equivalent_linear_map, num_params
+from functional_nn.network_differences import (
+    complex_step,
     finite_differences,
     local_finite_differences,
 )
-from functional_nn.gradcheck import (
-    TOLERANCES,
-    CheckRow,
-    GradCheckReport,
-    GradientMismatch,
-    LeafComparison,
-    check_gradients,
-    compare_gradients,
-    complex_step,
-    default_methods,
-)
-from functional_nn.losses import LOSSES, Loss, bce, cross_entropy, get_loss, mse, softplus
-from functional_nn.network import Layer, Network, Params, Trace, equivalent_linear_map, num_params
 from functional_nn.train import History, fit, gradient_descent, weight_penalty
+from functional_nn.vjp_checker import check_vjp
 
 __version__ = "0.1.0"
 
@@ -80,7 +82,9 @@ __all__ = [
     "autodiff",
     "backprop",
     "bce",
+    "check_grad",
     "check_gradients",
+    "check_vjp",
     "compare_gradients",
     "complex_step",
     "cross_entropy",

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_nn.backprop import autodiff, objective
-from functional_nn.finite_differences import finite_difference_grad
+from functional_nn.finite_differences import finite_difference_grad, highest_precision
 
 __all__ = ["EpsStudy", "eps_study", "observed_order"]
 
@@ -58,6 +58,7 @@ def observed_order(eps, errors, floor_factor: float = 100.0, ceiling: float = 1e
     return float(slope)
 
 
+@highest_precision
 def eps_study(
     net,
     loss,
@@ -78,6 +79,8 @@ def eps_study(
 
     Returns:
         :class:`EpsStudy`, errors normwise (the worst leaf) at each step.
+
+    Its programs run with the highest matmul precision, whatever the process default.
     """
     eps = np.logspace(-16, -1, 31) if eps is None else np.sort(np.asarray(eps, float))
     _, ref = autodiff(net, loss, params, x, y, reduction)
@@ -97,9 +100,10 @@ def eps_study(
     errors, orders = {}, {}
     for scheme in schemes:
 
-        def one(e, scheme=scheme):
+        def one(e, x, y, scheme=scheme):
             return error(finite_difference_grad(lambda p: J(p, x, y), params, scheme, e))
 
-        errors[scheme] = np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(eps, dtype)))
+        study = jax.jit(jax.vmap(one, in_axes=(0, None, None)))  # x, y arguments, not constants
+        errors[scheme] = np.asarray(study(jnp.asarray(eps, dtype), x, y))
         orders[scheme] = observed_order(eps, errors[scheme])
     return EpsStudy(eps, errors, orders)

@@ -22,20 +22,31 @@ The perturbation directions are evaluated with :func:`jax.vmap`, ``chunk_size`` 
 inside one compiled :func:`jax.lax.map`: memory stays at ``chunk_size`` evaluations however
 large ``P`` is, and no Python loop runs over the parameters.
 
-**Local.** The slides on the gradients of W(2) and W(1) suggest estimating each *local*
-factor (``dJ/dy_hat``, ``dh(l)/dh(l-1)``, ``dh(l)/dw(l)``) by finite differences of that
-local function alone, then chaining the factors backwards as back-propagation does:
-:func:`local_finite_differences`. Each local function is one layer, so an evaluation costs a
-layer, not a network: cheaper than global differences, dearer than back-propagation.
+When ``P`` is at most one chunk the directions are one plain :func:`jax.vmap` (a smaller
+program, faster to compile).
+
+**The complex step is validated.** It reads a derivative only where ``f`` is
+complex-analytic. A function that errors on complex input or returns a real output is refused
+before anything runs; one that returns complex but is not analytic (``conj``, ``real``, or a
+JAX kernel that drops the imaginary part, as ``jnp.logaddexp`` does) is caught by a
+cross-check: the complex-step gradient along a random direction and at its largest entry
+against central differences. On disagreement a concrete call raises ``ValueError``; a traced
+one (under ``jit``) returns ``nan`` everywhere, never a wrong gradient.
 
 **Kinks.** A step that carries a ReLU pre-activation across 0 differences two linear pieces:
 the quotient is not a derivative. The functions here can report, per direction, whether the
 activation pattern at :math:`\theta \pm h_i e_i` differs from the one at :math:`\theta`
 (``pattern``); :mod:`functional_nn.gradcheck` reports those entries as ``kink``.
+
+**Precision.** Every program here runs with the highest matmul precision, whatever the process
+default (:func:`highest_precision`): a float32 difference quotient assumes true float32
+products, which TF32 or bfloat16 matmuls on accelerators are not. The local differences and the
+network methods are in :mod:`functional_nn.network_differences`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -44,28 +55,43 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from functional_nn.backprop import objective, prepare, reduction_scale, summed_loss, use_fused
-from functional_nn.losses import Loss
-from functional_nn.network import Layer, Network, Params
+from functional_nn.complex_step import CROSS_CHECKS, check_complex_input, complex_step_agrees
 from functional_nn.parallel import auto_mesh
+from functional_nn.validation import check_int, check_real, is_concrete
 
 __all__ = [
     "SCHEMES",
     "FiniteDifferenceResult",
+    "check_step_args",
     "default_eps",
     "evaluations",
-    "finite_differences",
     "finite_difference_grad",
     "finite_difference_jacobian",
-    "local_finite_differences",
-    "local_evaluations",
-    "relu_pattern",
+    "highest_precision",
+    "ravel_params",
+    "step_sizes",
 ]
 
 SCHEMES = ("forward", "central", "complex_step")
-DEFAULT_CHUNK_SIZE = (
-    32  # directions per vmapped chunk: the fastest at P = 1e3 and 1e4 (benchmark.py)
-)
+DEFAULT_CHUNK_SIZE = 32
+"""Directions per vmapped chunk: the fastest at P = 1e3 and 1e4 (benchmark.py)."""
+
+
+def highest_precision(fn: Callable) -> Callable:
+    """``fn`` run under ``jax.default_matmul_precision("highest")``.
+
+    Checks compare float32 results at bars of 1e-5; a TF32 (GPU) or bfloat16 (TPU) matmul,
+    the default there, is far coarser. The context sets the precision of every matmul traced
+    inside it, also when ``fn`` is traced under a caller's ``jit``; a user's own training keeps
+    the process default.
+    """
+
+    @functools.wraps(fn)
+    def pinned(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return pinned
 
 
 class FiniteDifferenceResult(NamedTuple):
@@ -110,9 +136,11 @@ def default_eps(scheme: str, dtype) -> float:
 
 
 def evaluations(scheme: str, P: int) -> int:
-    """Evaluations of ``f`` a global estimate makes: ``P + 1``, ``2P`` or ``P``."""
+    """Evaluations of ``f`` a global estimate makes: ``P + 1``, ``2P`` or ``P + 4`` (the
+    complex step and its cross-check, :func:`~functional_nn.complex_step.complex_step_agrees`).
+    """
     _check_scheme(scheme, "evaluations")
-    return {"forward": P + 1, "central": 2 * P, "complex_step": P}[scheme]
+    return {"forward": P + 1, "central": 2 * P, "complex_step": P + CROSS_CHECKS}[scheme]
 
 
 def _check_scheme(scheme, where):
@@ -120,20 +148,27 @@ def _check_scheme(scheme, where):
         raise ValueError(f"{where}: unknown scheme {scheme!r}; expected one of {SCHEMES}")
 
 
-def _check_args(scheme, eps, chunk_size, where):
+def check_step_args(scheme, eps, chunk_size, where: str):
+    """Check a scheme, a relative step and a chunk size; return ``(eps, chunk_size)``.
+
+    ``eps`` is ``None`` (the default step) or a real number in (0, 1): Python, NumPy and JAX
+    scalars are welcome, bools are not. A traced ``eps`` (an eps study vmapped over a grid) is
+    the caller's to check. ``chunk_size`` is ``None`` or an int >= 1.
+    """
     _check_scheme(scheme, where)
-    if isinstance(eps, jax.core.Tracer):
-        pass  # a traced eps (an eps study vmapped over a grid) is the caller's to check
-    elif eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-        raise ValueError(f"{where}: eps must be a positive finite number; got {eps!r}")
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"{where}: chunk_size must be an int >= 1; got {chunk_size!r}")
+    if eps is not None and is_concrete(eps):
+        eps = check_real(eps, "eps", where, 0.0, 1.0)
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", where)
+    return eps, chunk_size
 
 
-def _steps(theta: jax.Array, scheme: str, eps: float) -> jax.Array:
-    """:math:`h_i = \\epsilon \\max(1, |\\theta_i|)`, rounded so that ``theta +- h`` is exact."""
+def step_sizes(theta: jax.Array, scheme: str, eps: float) -> jax.Array:
+    """:math:`h_i = \\epsilon \\max(1, |\\theta_i|)`, rounded so that ``theta +- h`` is exact.
+
+    >>> step_sizes(jnp.array([0.5, -4.0]), "central", 0.25).tolist()
+    [0.25, 1.0]
+    """
     h = eps * jnp.maximum(1, jnp.abs(theta))
     if scheme == "complex_step":
         return h  # the imaginary part carries h exactly
@@ -167,7 +202,9 @@ def _directional_columns(g, theta, scheme, h, chunk_size, pattern, mesh=None):
         return column, crossed
 
     chunk = min(chunk_size, P)
-    if mesh is None:
+    if mesh is None and P <= chunk:  # one chunk: a plain vmap, the smallest program
+        columns, crossed = jax.vmap(one)(jnp.arange(P))
+    elif mesh is None:
         columns, crossed = jax.lax.map(one, jnp.arange(P), batch_size=chunk)
     else:
         columns, crossed = _sharded_map(one, P, chunk, auto_mesh(mesh))
@@ -218,20 +255,17 @@ def _as_vector_fn(f, unravel, where, scalar: bool):
     return g
 
 
-def _complex_check(g, theta, where):
-    out = jax.eval_shape(g, jax.ShapeDtypeStruct(theta.shape, jnp.result_type(theta, 1j)))
-    if not jnp.issubdtype(out.dtype, jnp.complexfloating):
-        raise ValueError(
-            f"{where}: scheme 'complex_step' needs f to stay complex-analytic, but f returned "
-            f"{out.dtype} for complex parameters (it takes a real part, abs or a comparison "
-            "that drops the imaginary part); use scheme='central'"
-        )
+def ravel_params(tree) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
+    """Flatten a pytree of floating arrays to one vector ``theta`` (row-major, tree order).
 
+    ``unravel`` keeps the dtype of the vector it is given (unlike
+    :func:`jax.flatten_util.ravel_pytree`'s, which casts back), so that a complex step reaches
+    ``f`` complex.
 
-def _ravel(tree):
-    """Flatten a pytree to one vector; ``unravel`` keeps the dtype of the vector it is given
-    (unlike :func:`jax.flatten_util.ravel_pytree`'s, which casts back), so that a complex
-    step reaches ``f`` complex."""
+    >>> theta, unravel = ravel_params({"a": jnp.ones((2, 2)), "b": jnp.zeros(1)})
+    >>> theta.tolist(), unravel(theta)["a"].shape
+    ([1.0, 1.0, 1.0, 1.0, 0.0], (2, 2))
+    """
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     for leaf in leaves:
         _check_dtype(jnp.result_type(leaf), "finite differences")
@@ -252,29 +286,42 @@ def _ravel(tree):
     return theta, unravel
 
 
-def _fd(f, x, scheme, eps, chunk_size, pattern, where, scalar, mesh=None):
-    _check_args(scheme, eps, chunk_size, where)
-    theta, unravel = _ravel(x)
+def _fd(f, x, scheme, eps, chunk_size, pattern, where, scalar, mesh=None, cross_check=True):
+    eps, chunk_size = check_step_args(scheme, eps, chunk_size, where)
+    theta, unravel = ravel_params(x)
     dtype = _check_dtype(theta.dtype, where)
     if theta.size == 0:
         raise ValueError(f"{where}: nothing to differentiate (no parameters)")
     eps = default_eps(scheme, dtype) if eps is None else eps
     g = _as_vector_fn(f, unravel, where, scalar)
     if scheme == "complex_step":
-        _complex_check(g, theta, where)
+        check_complex_input(g, theta, where)
     pattern_flat = None
     if pattern is not None:
 
         def pattern_flat(t):
             return jnp.reshape(pattern(unravel(t)), (-1,))
 
-    h = _steps(theta, scheme, eps)
+    h = step_sizes(theta, scheme, eps)
     columns, crossed = _directional_columns(
         g, theta, scheme, h, chunk_size or DEFAULT_CHUNK_SIZE, pattern_flat, mesh
     )
-    return theta, unravel, columns, crossed, evaluations(scheme, theta.size)
+    n_eval = evaluations(scheme, theta.size)
+    if scheme == "complex_step" and not cross_check:
+        n_eval -= CROSS_CHECKS
+    elif scheme == "complex_step":
+        agrees = complex_step_agrees(g, theta, columns, pattern_flat)
+        if is_concrete(agrees) and not bool(agrees):
+            raise ValueError(
+                f"{where}: the complex step disagrees with central differences, so f is not "
+                "complex-analytic (it uses conj, real or abs, or a JAX kernel that drops the "
+                "imaginary part, such as jnp.logaddexp); use scheme='central'"
+            )
+        columns = jnp.where(agrees, columns, jnp.nan)  # traced: nan, never a wrong gradient
+    return theta, unravel, columns, crossed, n_eval
 
 
+@highest_precision
 def finite_difference_grad(
     f: Callable[[Any], jax.Array],
     params: Any,
@@ -285,17 +332,18 @@ def finite_difference_grad(
     pattern: Callable[[Any], jax.Array] | None = None,
     return_info: bool = False,
     mesh: Mesh | None = None,
+    cross_check: bool = True,
 ):
     r"""The gradient of a scalar function of any pytree, by global finite differences.
 
     Args:
         f: ``params -> scalar``; for ``"complex_step"`` it must accept complex parameters
-            and stay complex-analytic (a clear error says when it does not).
+            and stay complex-analytic (checked: see the module's docstring).
         params: any pytree of floating arrays (float32 or float64).
         scheme: ``"forward"`` (P+1 evaluations, the lecture's formula), ``"central"`` (2P)
             or ``"complex_step"`` (P).
-        eps: relative step; :math:`h_i = \epsilon \max(1, |\theta_i|)`. Default: see
-            :func:`default_eps`.
+        eps: relative step in (0, 1); :math:`h_i = \epsilon \max(1, |\theta_i|)`. Default:
+            see :func:`default_eps`.
         chunk_size: directions evaluated together by :func:`jax.vmap` (default 32).
         pattern: optional ``params -> bool array``, the activation pattern; an entry whose
             step changes it is marked in ``kinks``.
@@ -306,6 +354,9 @@ def finite_difference_grad(
             estimate does, so the gradient is identical and the estimate runs n times wider.
             The chunks are padded to a multiple of the device count with copies of chunk 0,
             whose results are discarded (``evaluations`` counts the useful ones).
+        cross_check: validate the complex step against central differences (4 evaluations;
+            see the module's docstring). Turn it off only for a function known to be
+            complex-analytic (the library's own layers).
 
     Returns:
         the gradient, a pytree like ``params``; or a :class:`FiniteDifferenceResult`.
@@ -318,7 +369,7 @@ def finite_difference_grad(
     """
     where = "finite_difference_grad"
     theta, unravel, columns, crossed, n = _fd(
-        f, params, scheme, eps, chunk_size, pattern, where, scalar=True, mesh=mesh
+        f, params, scheme, eps, chunk_size, pattern, where, True, mesh, cross_check
     )
     grad = unravel(columns[:, 0].astype(theta.dtype))
     if not return_info:
@@ -327,6 +378,7 @@ def finite_difference_grad(
     return FiniteDifferenceResult(grad, n, kinks)
 
 
+@highest_precision
 def finite_difference_jacobian(
     f: Callable[[jax.Array], jax.Array],
     x: jax.Array,
@@ -336,6 +388,7 @@ def finite_difference_jacobian(
     chunk_size: int | None = None,
     pattern: Callable[[jax.Array], jax.Array] | None = None,
     return_info: bool = False,
+    cross_check: bool = True,
 ):
     r"""The Jacobian of a vector function by finite differences: ``(m, n)`` for ``f: R^n -> R^m``.
 
@@ -345,7 +398,7 @@ def finite_difference_jacobian(
     Args:
         f: ``x -> array``.
         x: a floating array.
-        scheme, eps, chunk_size, return_info: as :func:`finite_difference_grad`.
+        scheme, eps, chunk_size, return_info, cross_check: as :func:`finite_difference_grad`.
         pattern: optional ``x -> bool array`` shaped like ``f(x)``; entry ``[j, i]`` of
             ``kinks`` says whether stepping ``x_i`` changed ``pattern_j``.
 
@@ -357,7 +410,16 @@ def finite_difference_jacobian(
     x = jnp.asarray(x)
     out_shape = jax.eval_shape(f, x).shape
     theta, _, columns, crossed, n = _fd(
-        f, x, scheme, eps, chunk_size, pattern, "finite_difference_jacobian", scalar=False
+        f,
+        x,
+        scheme,
+        eps,
+        chunk_size,
+        pattern,
+        "finite_difference_jacobian",
+        False,
+        None,
+        cross_check,
     )
     jac = columns.T.reshape(out_shape + x.shape).astype(theta.dtype)
     if not return_info:
@@ -367,197 +429,3 @@ def finite_difference_jacobian(
     else:
         kinks = crossed.T.reshape(out_shape + x.shape)
     return FiniteDifferenceResult(jac, n, kinks)
-
-
-# -- the lecture's local differences ------------------------------------------------------------
-
-
-def local_evaluations(net: Network, scheme: str = "central") -> int:
-    """Local-function evaluations :func:`local_finite_differences` makes (batch vectorized).
-
-    The sum of the local input sizes, ``O + sum_l (H_l H_{l-1} [+ H_l]) + sum_{l>=2} H_{l-1}``,
-    times 2 for central differences; forward adds one base evaluation per local function.
-    """
-    _check_scheme(scheme, "local_evaluations")
-    sizes = [net.O]
-    for l in range(1, net.L + 2):
-        out, inp = net.sizes[l], net.sizes[l - 1]
-        sizes.append(out * inp)
-        if net.bias:
-            sizes.append(out)
-        if l > 1:
-            sizes.append(inp)
-    return sum(evaluations(scheme, s) for s in sizes)
-
-
-def _local_jacobian(f, v, kinked: bool, scheme, eps):
-    """Finite-difference Jacobian of one local function ``f(v, pre)`` (``pre=True``: the
-    pre-activation, whose sign pattern marks the kinks of a ReLU layer)."""
-    pattern = (lambda u: jnp.real(f(u, True)) > 0) if kinked else None
-    r = finite_difference_jacobian(
-        lambda u: f(u, False), v, scheme, eps, pattern=pattern, return_info=True
-    )
-    return r.value, r.kinks
-
-
-def _reaches(kinked_rows: jax.Array, factor: jax.Array) -> jax.Array:
-    """Entries of ``rows @ factor`` that a kinked entry of ``rows`` (1, m) reaches."""
-    return (kinked_rows.astype(factor.dtype) @ (factor != 0).astype(factor.dtype)) > 0
-
-
-def _local_layer(W, b, h_prev, fn, kinked, g, g_kink, first, scheme, eps):
-    """One layer of the local chain: its factors by finite differences, then
-    ``dJ/dw = g . dh/dw`` and ``g(l-1) = g . dh/dh(l-1)``; kink masks travel the same way."""
-
-    def layer(W_, h_, b_, pre):
-        z = W_ @ h_ + (b_ if b_ is not None else 0)
-        return z if pre else fn(z)
-
-    dh_dw, k_w = _local_jacobian(
-        lambda w, pre: layer(w.reshape(W.shape), h_prev, b, pre), W.ravel(), kinked, scheme, eps
-    )
-    gW = (g @ dh_dw).reshape(W.shape)  # (H_l, H_{l-1})
-    kW = (_reaches(g_kink, dh_dw) | jnp.any(k_w, axis=0)[None, :]).reshape(W.shape)
-    gb = kb = None
-    if b is not None:
-        dh_db, k_b = _local_jacobian(
-            lambda b_, pre: layer(W, h_prev, b_, pre), b, kinked, scheme, eps
-        )
-        gb = (g @ dh_db)[0]  # (H_l,)
-        kb = _reaches(g_kink, dh_db)[0] | jnp.any(k_b, axis=0)
-    if not first:
-        dh_dh, k_h = _local_jacobian(
-            lambda u, pre: layer(W, u, b, pre), h_prev, kinked, scheme, eps
-        )
-        g_kink = _reaches(g_kink, dh_dh) | jnp.any(k_h, axis=0)[None, :]
-        g = g @ dh_dh  # (1, H_{l-1}): g(l-1)
-    return Layer(gW, gb), Layer(kW, kb), g, g_kink
-
-
-def _local_sample(net, loss, params, x, y, fused, scheme, eps):
-    """Local factors of one sample, each by finite differences of its own local function,
-    chained backwards as jacobian_chain chains the exact ones; kink masks alongside."""
-    trace = net.trace(params, x)
-    L1 = net.L + 1
-    if fused:  # the output activation is in the seed: dJ/dz(L+1), and layer L+1 gives z(L+1)
-        seed, seed_kink = _local_jacobian(
-            lambda z, pre: loss.logits_value(z, y), trace.z[L1], False, scheme, eps
-        )
-    else:
-        seed, seed_kink = _local_jacobian(
-            lambda a, pre: loss.value(a, y), trace.h[L1], False, scheme, eps
-        )
-    g, g_kink = seed[None, :], seed_kink[None, :]  # (1, O)
-    grads, kinks = [None] * L1, [None] * L1
-    for l in range(L1, 0, -1):
-        W, b = params[l - 1]
-        act = net.activation(l)
-        fn = (lambda z: z) if (l == L1 and fused) else act.fn
-        kinked = act.name == "relu" and not (l == L1 and fused)
-        grads[l - 1], kinks[l - 1], g, g_kink = _local_layer(
-            W, b, trace.h[l - 1], fn, kinked, g, g_kink, l == 1, scheme, eps
-        )
-    return tuple(grads), tuple(kinks)
-
-
-def local_finite_differences(
-    net: Network,
-    loss: str | Loss,
-    params: Params,
-    x,
-    y,
-    reduction: str = "sum",
-    scheme: str = "central",
-    eps: float | None = None,
-    *,
-    return_info: bool = False,
-):
-    r"""The lecture's suggestion: every local factor by finite differences, then the chain.
-
-    For each sample, :math:`\partial J/\partial \hat y` (or :math:`\partial J/\partial z^{(L+1)}`
-    when the loss is fused with the output), and for each layer
-    :math:`\partial h^{(l)}/\partial w^{(l)}`, :math:`\partial h^{(l)}/\partial b^{(l)}` and
-    :math:`\partial h^{(l)}/\partial h^{(l-1)}`, are estimated by
-    :func:`finite_difference_jacobian` of that local function alone (one layer, at the
-    intermediates of the forward pass), then multiplied backwards exactly as
-    :func:`~functional_nn.jacobian_chain` multiplies the exact factors.
-
-    Args:
-        net, loss, params, x, y, reduction: as every gradient method.
-        scheme, eps: as :func:`finite_difference_grad`.
-        return_info: also return the evaluation count and kink masks (a
-            :class:`FiniteDifferenceResult` with ``value = (J, grads)``).
-
-    Returns:
-        ``(J, grads)``; or a :class:`FiniteDifferenceResult`.
-    """
-    loss_, xb, yb = prepare(net, loss, params, x, y, reduction, "local_finite_differences")
-    _check_args(scheme, eps, None, "local_finite_differences")
-    fused = use_fused(net, loss_, None)
-    per_sample, kinks = jax.vmap(
-        lambda xn, yn: _local_sample(net, loss_, params, xn, yn, fused, scheme, eps)
-    )(xb, yb)
-    s = reduction_scale(reduction, xb)
-    grads = jax.tree_util.tree_map(lambda g: s * jnp.sum(g, axis=0), per_sample)
-    J = s * summed_loss(net, loss_, net.trace(params, xb), yb, fused)
-    if not return_info:
-        return J, grads
-    kinks = jax.tree_util.tree_map(lambda k: jnp.any(k, axis=0), kinks)
-    return FiniteDifferenceResult((J, grads), local_evaluations(net, scheme), kinks)
-
-
-# -- finite differences as gradient methods of networks -----------------------------------------
-
-
-def relu_pattern(net: Network, params: Params, x) -> jax.Array:
-    """The activation pattern of every ReLU layer, ``z(l) > 0`` for all samples, flattened.
-
-    A step that changes it has crossed a kink. Empty-free: a network without ReLU gives one
-    constant ``False``.
-    """
-    trace = net.trace(params, x)
-    parts = [
-        jnp.ravel(jnp.real(trace.z[l]) > 0)
-        for l in range(1, net.L + 2)
-        if net.activation(l).name == "relu"
-    ]
-    return jnp.concatenate(parts) if parts else jnp.zeros((1,), bool)
-
-
-def finite_differences(
-    net: Network,
-    loss: str | Loss,
-    params: Params,
-    x,
-    y,
-    reduction: str = "sum",
-    scheme: str = "central",
-    eps: float | None = None,
-    *,
-    chunk_size: int | None = None,
-    return_info: bool = False,
-    mesh: Mesh | None = None,
-):
-    """Global finite differences of :func:`~functional_nn.objective` as a gradient method.
-
-    The common signature ``(net, loss, params, x, y) -> (J, grads)``; with
-    ``return_info=True`` a :class:`FiniteDifferenceResult` whose ``value`` is ``(J, grads)``,
-    with the evaluation count and the entries whose step crossed a ReLU kink.
-
-    Args:
-        scheme, eps, chunk_size, mesh: as :func:`finite_difference_grad` (default: central).
-    """
-    prepare(net, loss, params, x, y, reduction, "finite_differences")
-    J = objective(net, loss, reduction)
-    r = finite_difference_grad(
-        lambda p: J(p, x, y),
-        params,
-        scheme,
-        eps,
-        chunk_size=chunk_size,
-        pattern=lambda p: relu_pattern(net, p, x),
-        return_info=True,
-        mesh=mesh,
-    )
-    value = (J(params, x, y), r.value)
-    return r._replace(value=value) if return_info else value

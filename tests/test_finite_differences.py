@@ -21,7 +21,8 @@ from functional_nn import (
     local_finite_differences,
     objective,
 )
-from functional_nn.finite_differences import _ravel, _steps, evaluations, local_evaluations
+from functional_nn.finite_differences import evaluations, ravel_params, step_sizes
+from functional_nn.network_differences import local_evaluations
 
 
 def _problem(net, loss, key, n=6):
@@ -143,7 +144,7 @@ def test_evaluation_counts_are_counted_not_assumed(scheme, key):
     assert (
         len(calls)
         == r.evaluations
-        == {"forward": P + 1, "central": 2 * P, "complex_step": P}[scheme]
+        == {"forward": P + 1, "central": 2 * P, "complex_step": P + 4}[scheme]  # + cross-check
     )
 
 
@@ -159,8 +160,8 @@ def test_vectorized_differences_equal_a_plain_loop_evaluation_for_evaluation(key
     grads = finite_difference_grad(
         _recording(lambda p: J(p, x, y), calls), params, "central", chunk_size=P
     )
-    theta, unravel = _ravel(params)
-    h = _steps(theta, "central", default_eps("central", theta.dtype))
+    theta, unravel = ravel_params(params)
+    h = step_sizes(theta, "central", default_eps("central", theta.dtype))
     jitted = jax.jit(lambda t: J(unravel(t), x, y))
     plus = [float(jitted(theta.at[i].add(h[i]))) for i in range(theta.size)]
     minus = [float(jitted(theta.at[i].add(-h[i]))) for i in range(theta.size)]
@@ -171,15 +172,17 @@ def test_vectorized_differences_equal_a_plain_loop_evaluation_for_evaluation(key
     np.testing.assert_allclose(vectorized[:, 0], plus, rtol=0, atol=4 * u * scale)
     np.testing.assert_allclose(vectorized[:, 1], minus, rtol=0, atol=4 * u * scale)
     floor = 8 * u * scale / np.asarray(h).min()
-    np.testing.assert_allclose(_ravel(grads)[0], looped, rtol=0, atol=floor)
+    np.testing.assert_allclose(ravel_params(grads)[0], looped, rtol=0, atol=floor)
 
 
 def test_chunk_sizes_change_nothing_but_rounding(key):
     net = Network((4, 5, 3), hidden="tanh")
     params, x, y = _problem(net, "bce", key)
     f = functools.partial(objective(net, "bce"), x=x, y=y)
-    theta, _ = _ravel(params)
-    results = {c: _ravel(finite_difference_grad(f, params, chunk_size=c))[0] for c in (1, 7, 64)}
+    theta, _ = ravel_params(params)
+    results = {
+        c: ravel_params(finite_difference_grad(f, params, chunk_size=c))[0] for c in (1, 7, 64)
+    }
     floor = 8 * np.finfo(np.float64).eps * abs(float(f(params))) / default_eps("central", "float64")
     for c in (1, 7):
         np.testing.assert_allclose(results[c], results[64], rtol=0, atol=floor)
@@ -196,6 +199,7 @@ def test_local_evaluations_are_the_sum_of_local_input_sizes():
     biased = Network((4, 3, 2))
     assert local_evaluations(biased, "complex_step") == 2 + (12 + 3) + (6 + 2 + 3)
     assert evaluations("central", 18) == 36 and evaluations("forward", 18) == 19
+    assert evaluations("complex_step", 18) == 18 + 4  # the cross-check against central
 
 
 def test_default_eps_follows_scheme_and_dtype():
@@ -208,7 +212,7 @@ def test_default_eps_follows_scheme_and_dtype():
 
 def test_step_scales_with_the_parameter_and_is_exactly_representable():
     theta = jnp.array([0.0, 0.5, -3.0, 1e3])
-    h = _steps(theta, "central", 1e-5)
+    h = step_sizes(theta, "central", 1e-5)
     np.testing.assert_allclose(h, 1e-5 * np.array([1.0, 1.0, 3.0, 1e3]), rtol=1e-10)
     assert bool(jnp.all((theta + h) - theta == h))
 
@@ -219,9 +223,9 @@ def test_step_scales_with_the_parameter_and_is_exactly_representable():
 def test_bad_arguments_get_clear_errors():
     f = lambda p: jnp.sum(p**2)  # noqa: E731
     p = jnp.ones(3)
-    with pytest.raises(ValueError, match="eps must be a positive finite number; got 0"):
+    with pytest.raises(ValueError, match=r"eps must be a real number in \(0.0, 1.0\); got 0"):
         finite_difference_grad(f, p, eps=0)
-    with pytest.raises(ValueError, match="eps must be a positive finite number; got -1e-06"):
+    with pytest.raises(ValueError, match=r"eps must be a real number in \(0.0, 1.0\); got -1e-06"):
         finite_difference_grad(f, p, eps=-1e-6)
     with pytest.raises(ValueError, match="unknown scheme 'backward'"):
         finite_difference_grad(f, p, scheme="backward")
@@ -245,3 +249,48 @@ def _half_problem():
                    for W, b in net.init(jax.random.key(0)))  # fmt: skip
     x = jnp.ones((3, 2), jnp.float16)
     return net, "bce", params, x, jnp.ones((3, 1), jnp.float16)
+
+
+# -- issue 12: eps in (0, 1), and a complex step that never returns a wrong gradient -----------
+
+
+@pytest.mark.parametrize("eps", [1e10, 1e300, 1.0, float("nan"), float("inf")])
+def test_eps_outside_zero_one_is_refused(eps):
+    with pytest.raises(ValueError, match=r"eps must be a real number in \(0.0, 1.0\)"):
+        finite_difference_grad(lambda q: jnp.sum(q**2), jnp.ones(3), eps=eps)
+
+
+def test_eps_as_a_bool_is_refused_and_numpy_or_jax_scalars_are_welcome():
+    f, p = (lambda q: jnp.sum(q**2)), jnp.ones(3)
+    with pytest.raises(TypeError, match="eps must be a real number.*True"):
+        finite_difference_grad(f, p, eps=True)
+    for eps in (np.float32(1e-4), np.float64(1e-5), jnp.float64(1e-5), jnp.asarray(1e-5)):
+        np.testing.assert_allclose(finite_difference_grad(f, p, eps=eps), 2 * p, rtol=1e-6)
+    with pytest.raises(TypeError, match="chunk_size must be an int"):
+        finite_difference_grad(f, p, chunk_size=True)
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda w: jnp.sum(w * jnp.conj(w)),  # complex output, not analytic: reads 0
+        lambda w: jnp.sum(jnp.logaddexp(w, 0.0)),  # a kernel that drops the imaginary part
+    ],
+    ids=["conj", "logaddexp"],
+)
+def test_complex_step_of_a_non_analytic_function_is_refused_never_wrong(f):
+    w = jnp.array([0.5, -1.0, 2.0])
+    with pytest.raises(ValueError, match="not complex-analytic"):
+        finite_difference_grad(f, w, scheme="complex_step")
+    # under jit nothing can be raised: nan everywhere, never a wrong number
+    g = jax.jit(lambda q: finite_difference_grad(f, q, scheme="complex_step"))(w)
+    assert bool(jnp.all(jnp.isnan(g)))
+    # central differences, as the message says, are right
+    np.testing.assert_allclose(finite_difference_grad(f, w), jax.grad(lambda q: jnp.real(f(q)))(w),
+                               rtol=1e-7)  # fmt: skip
+
+
+def test_complex_step_of_an_analytic_function_passes_its_cross_check():
+    w = jnp.array([0.5, -1.0, 2.0])
+    g = finite_difference_grad(lambda q: jnp.sum(jnp.exp(q) * jnp.sin(q)), w, "complex_step")
+    np.testing.assert_allclose(g, jnp.exp(w) * (jnp.sin(w) + jnp.cos(w)), rtol=1e-14)

@@ -111,7 +111,7 @@ def test_a_correct_method_passes_every_builtin_check():
     evaluations = {r.method: r.evaluations for r in report.rows}
     P = NET.num_params()
     assert evaluations["finite_differences"] == 2 * P
-    assert evaluations["complex_step"] == P
+    assert evaluations["complex_step"] == P + 4  # and its cross-check against central
     assert report.raise_if_failed() is report
 
 
@@ -240,4 +240,64 @@ def test_compare_gradients_is_normwise_and_reports_the_worst_entry():
 
 def test_report_type():
     params, x, y = _problem()
-    assert isinstance(check_gradients(NET, "bce", params, x, y, methods={}), GradCheckReport)
+    report = check_gradients(NET, "bce", params, x, y, methods={"bp": backprop})
+    assert isinstance(report, GradCheckReport)
+
+
+def test_nothing_to_check_is_an_error():
+    params, x, y = _problem()
+    with pytest.raises(ValueError, match="nothing to check"):
+        check_gradients(NET, "bce", params, x, y, methods={})
+    with pytest.raises(ValueError, match="nothing to check"):
+        check_gradients(NET, "bce", params, x, y, methods={"autodiff": backprop})
+
+
+def test_the_data_is_validated_as_the_methods_validate_it():
+    params, x, y = _problem()
+    with pytest.raises(ValueError, match="check_gradients.*target"):
+        check_gradients(NET, "bce", params, x, 3 * y, methods={"bp": backprop})
+    with pytest.raises(ValueError, match="check_gradients"):
+        check_gradients(NET, "bce", params, x[:, :3], y, methods={"bp": backprop})
+
+
+# -- issue 11: checks pin the matmul precision ---------------------------------------------------
+
+
+def test_checkers_pin_the_highest_matmul_precision_whatever_the_default(tmp_path):
+    """With the process default at bfloat16 (what TPUs use; TF32 on GPUs), every matmul in
+    every program the checkers compile carries precision HIGHEST (read from the lowered
+    StableHLO that JAX dumps); a user's own program keeps the default."""
+    import functional_nn as fnn
+    from functional_nn import gradcheck, references
+
+    params, x, y = _problem()
+    f = lambda p: jnp.sum(jnp.tanh(p["W"] @ x.T))  # noqa: E731
+    p = {"W": params[0].W}
+    jax.clear_caches()
+    gradcheck._jitted.cache_clear()
+    references._jit.cache_clear()
+    references._PROGRAMS.clear()
+    dump = tmp_path / "ir"
+    jax.config.update("jax_dump_ir_to", str(dump))
+    try:
+        with jax.default_matmul_precision("bfloat16"):
+            methods = {"bp": backprop, "fd": fnn.finite_differences,
+                       "local": fnn.local_finite_differences}  # fmt: skip
+            check_gradients(NET, "bce", params, x, y, methods=methods)
+            check_gradients(NET, "bce", params, x, y, methods={"bp": backprop}, directional=True)
+            fnn.check_grad(f, p, order=2)
+            fnn.check_vjp(lambda q: jnp.tanh(q["W"] @ x.T), p)
+            fnn.eps_study(NET, "bce", params, x, y, schemes=("central",), eps=[1e-4, 1e-3])
+            checked = sorted(dump.glob("*.mlir"))
+            jax.jit(NET.apply).lower(params, x).compile()  # the user's own program
+    finally:
+        jax.config.update("jax_dump_ir_to", "")
+    dots = [line for path in checked for line in path.read_text().splitlines()
+            if "stablehlo.dot_general" in line]  # fmt: skip
+    assert len(dots) >= 10
+    assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots), [
+        line for line in dots if "HIGHEST" not in line
+    ][:3]
+    user = [line for path in sorted(dump.glob("*.mlir")) if path not in checked
+            for line in path.read_text().splitlines() if "stablehlo.dot_general" in line]  # fmt: skip
+    assert user and all("HIGHEST" not in line for line in user)

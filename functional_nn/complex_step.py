@@ -1,0 +1,81 @@
+r"""The complex step, and when it can be trusted.
+
+For a function that is complex-analytic near real :math:`\theta`,
+
+.. math:: f'(\theta)\, v = \operatorname{Im} f(\theta + \mathrm{i}\, h v) / h + O(h^2),
+
+with no subtraction, hence no cancellation: :math:`h = u` gives the derivative to machine
+precision. It reads nonsense where ``f`` is not analytic, and not every such ``f`` says so:
+
+- an error on complex input, or a real output (``real``, ``abs``, a comparison): refused by
+  :func:`check_complex_input` before anything runs;
+- a complex output from a non-analytic function (``w * conj(w)``), or a JAX kernel that drops
+  the imaginary part and returns complex zeros without error (with JAX 0.10.2 on CPU,
+  ``jnp.logaddexp`` and ``jnp.convolve``): caught by :func:`complex_step_agrees`, a cross-check
+  against central differences.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["CROSS_CHECKS", "check_complex_input", "complex_step_agrees"]
+
+CROSS_CHECKS = 4
+"""Evaluations the cross-check of :func:`complex_step_agrees` makes (2 directions, +-h)."""
+
+
+def check_complex_input(g, theta: jax.Array, where: str) -> None:
+    """Refuse a function that errors on complex input or returns a real output."""
+    try:
+        out = jax.eval_shape(g, jax.ShapeDtypeStruct(theta.shape, jnp.result_type(theta, 1j)))
+    except Exception as error:  # noqa: BLE001 -- any failure on complex input means "not analytic"
+        raise ValueError(
+            f"{where}: scheme 'complex_step' needs f to accept complex parameters, but it "
+            f"raised {type(error).__name__}: {error}; use scheme='central'"
+        ) from None
+    if not jnp.issubdtype(out.dtype, jnp.complexfloating):
+        raise ValueError(
+            f"{where}: scheme 'complex_step' needs f to stay complex-analytic, but f returned "
+            f"{out.dtype} for complex parameters (it takes a real part, abs or a comparison "
+            "that drops the imaginary part); use scheme='central'"
+        )
+
+
+def complex_step_agrees(g, theta: jax.Array, columns: jax.Array, pattern=None) -> jax.Array:
+    r"""Whether complex-step columns of ``g`` agree with central differences (a bool scalar).
+
+    Two checks, four evaluations of ``g``: along one random direction :math:`v` (fixed key)
+    and along :math:`e_i` for the entry :math:`i` of largest magnitude, the predicted
+    :math:`v^\top` ``columns`` against :math:`(g(\theta + h v) - g(\theta - h v)) / 2h`,
+    within 1e-2 (float32) or 1e-5 (float64) relative plus the rounding floor
+    :math:`100\, u \max|g| / h`. A function that is not complex-analytic (``conj``, or a
+    kernel that drops the imaginary part) fails it: its "derivative" is off by O(1). With a
+    ``pattern`` (``theta -> bool array``), a direction whose central step changes it (a ReLU
+    kink, where the complex step is right and central differences are not) is skipped.
+    """
+    dtype = theta.dtype
+    u = float(jnp.finfo(dtype).eps)
+    v = jax.random.normal(jax.random.key(0), theta.shape, dtype)
+    v = v / jnp.max(jnp.abs(v))
+    i = jnp.argmax(jnp.max(jnp.abs(columns), axis=1))
+    directions = jnp.stack([v, jnp.zeros_like(theta).at[i].set(1)])  # (2, P)
+    predicted = directions @ columns  # (2, m)
+    h = u ** (1 / 3) * jnp.maximum(1, jnp.max(jnp.abs(theta)))
+    plus = jax.vmap(lambda d: jnp.real(g(theta + h * d)))(directions)
+    minus = jax.vmap(lambda d: jnp.real(g(theta - h * d)))(directions)
+    central = (plus - minus) / (2 * h)
+    rel = 1e-2 if dtype == jnp.float32 else 1e-5
+    floor = 100 * u * jnp.maximum(jnp.max(jnp.abs(plus)), jnp.max(jnp.abs(minus))) / h
+    bar = rel * jnp.maximum(jnp.abs(predicted), jnp.abs(central)) + floor
+    agrees = jnp.all(jnp.abs(predicted - central) <= bar, axis=1)  # (2,)
+    if pattern is not None:  # a difference across a kink refutes nothing: skip that direction
+        base = pattern(theta)
+        crossed = jax.vmap(
+            lambda d: (
+                jnp.any(pattern(theta + h * d) != base) | jnp.any(pattern(theta - h * d) != base)
+            )
+        )(directions)
+        agrees = agrees | crossed
+    return jnp.all(agrees)
