@@ -19,6 +19,7 @@ from derivations.networks import symbolic_network
 from derivations.symbols import JAX_MODULES
 from functional_nn import Layer
 from functional_nn.backprop import prepare, reduction_scale
+from functional_nn.validation import cast_like
 
 __all__ = ["MAX_PARAMS", "closed_form", "sympy_gradient"]
 
@@ -77,4 +78,4 @@ def sympy_gradient(net, loss, params, x, y, reduction: str = "sum"):
             b = flat[offset : offset + layer.b.size]
             offset += layer.b.size
         grads.append(Layer(W, b))
-    return J, tuple(grads)
+    return J, cast_like(tuple(grads), params)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import jax
 
@@ -30,6 +32,7 @@ from rich.table import Table  # noqa: E402
 
 import functional_nn as fnn  # noqa: E402
 from derivations import MAX_PARAMS, sympy_gradient  # noqa: E402
+from functional_nn.compilation_cache import use_persistent_cache  # noqa: E402
 
 # the library's methods, and SymPy's closed forms (for networks of at most MAX_PARAMS)
 METHODS = {**fnn.default_methods(), "sympy": sympy_gradient}
@@ -136,11 +139,19 @@ def parse_args(argv):
         p.error(f"--methods: unknown {unknown}; choose from {sorted(METHODS)}")
     if args.batch < 1:
         p.error(f"--batch must be >= 1; got {args.batch}")
+    if args.json:  # checked before any work, so that nothing is computed for nothing
+        folder = Path(args.json).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            p.error(f"--json {args.json}: the folder {folder} does not exist or is not writable")
+        if Path(args.json).is_dir():
+            p.error(f"--json {args.json}: is a folder; give a file name")
     return p, args
 
 
 def main(argv=None) -> int:
+    """Exit 0: every method agrees; 1: a method disagrees; 2: bad arguments (argparse)."""
     parser, args = parse_args(argv)
+    use_persistent_cache()  # a second run reads its compiled programs back
     if args.sizes:
         try:
             sizes = tuple(int(s) for s in args.sizes.split(","))
@@ -148,8 +159,11 @@ def main(argv=None) -> int:
         except ValueError as err:
             parser.error(f"--sizes {args.sizes!r}: {err}")
         loss = args.loss or ("bce" if args.output == "sigmoid" else "mse")
-        if loss == "bce" and args.output != "sigmoid":
-            parser.error("--loss bce needs --output sigmoid (y_hat must lie in (0, 1))")
+        outputs = fnn.get_loss(loss).outputs
+        if outputs is not None and args.output not in outputs:
+            parser.error(
+                f"--loss {loss} needs --output {' or '.join(outputs)}; got --output {args.output}"
+            )
         suite = [(f"{args.sizes} {args.hidden}", net, loss, (args.seed,), (args.batch,))]
     else:
         suite = [(n, fnn.Network(**kw), loss, s, b) for n, kw, loss, s, b in SUITE]
@@ -159,9 +173,10 @@ def main(argv=None) -> int:
     rows = []
     start = time.perf_counter()
     for name, net, loss, seeds, batches in suite:
-        network_rows, reports = check_network(
-            name, net, loss, seeds, batches, methods, True if args.directional else None
-        )
+        with jax.default_matmul_precision("highest"):  # true float products on any device
+            network_rows, reports = check_network(
+                name, net, loss, seeds, batches, methods, True if args.directional else None
+            )
         rows += network_rows
         if args.verbose:
             for report in reports:

@@ -1,4 +1,5 @@
-"""Test configuration: float64 for the whole process, strict ranks, a key fixture.
+"""Test configuration: float64 for the whole process, strict ranks, JAX's persistent
+compilation cache, a key fixture.
 
 Float64 is switched on here, at the start of the test process, never by the library. Float32
 cases ask for float32 explicitly.
@@ -9,8 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from functional_nn.compilation_cache import use_persistent_cache
+
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+use_persistent_cache()  # JAX_COMPILATION_CACHE_DIR=<empty folder> times a cold run
 
 settings.register_profile(
     "default",

@@ -73,6 +73,16 @@ def test_validate_rejects_bad_options():
     assert r.returncode == 2 and "sizes must hold at least two positive ints" in r.stderr
     r = _run("scripts/validate.py", "--methods", "nope")
     assert r.returncode == 2 and "unknown ['nope']" in r.stderr
+    r = _run("scripts/validate.py", "--sizes", "4,3", "--output", "identity", "--loss",
+             "cross_entropy")  # fmt: skip
+    assert r.returncode == 2 and "--loss cross_entropy needs --output softmax" in r.stderr
+
+
+def test_validate_checks_its_output_path_before_any_work(tmp_path):
+    r = _run("scripts/validate.py", "--json", str(tmp_path / "missing" / "out.json"))
+    assert r.returncode == 2, r.stdout + r.stderr  # a usage error, not "gradients disagree"
+    assert "the folder" in r.stderr and "does not exist" in r.stderr
+    assert "passed" not in r.stdout  # nothing was checked
 
 
 def test_importing_the_library_imports_no_sympy_and_changes_no_setting():

@@ -1,0 +1,46 @@
+"""JAX's persistent compilation cache, for the scripts and the tests: never turned on by import.
+
+A fresh process compiles every program again; on the small problems of the lecture that
+compilation, not the arithmetic, is what a user waits for. JAX can keep compiled programs on
+disk between processes. :func:`use_persistent_cache` turns that on for the calling process,
+in a user cache folder, unless JAX's own ``JAX_COMPILATION_CACHE_DIR`` names another (point it
+at an empty folder to time a cold start). The scripts and ``tests/conftest.py`` call it first
+thing; the library itself never does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+__all__ = ["default_cache_dir", "use_persistent_cache"]
+
+
+def default_cache_dir() -> Path:
+    """``$JAX_COMPILATION_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/functional_nn/jax``
+    (``~/.cache/functional_nn/jax``)."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "functional_nn" / "jax"
+
+
+def use_persistent_cache(path: str | os.PathLike | None = None) -> Path | None:
+    """Keep every compiled program of this process in ``path`` (default
+    :func:`default_cache_dir`) and read them back in later processes.
+
+    Programs are cached whatever their compile time (JAX's default skips those under one
+    second, which here is nearly all of them). Returns the folder, or ``None`` when it cannot
+    be created (a read-only home): the process then compiles as usual.
+    """
+    folder = Path(path) if path is not None else default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
