@@ -1,23 +1,39 @@
-"""Benchmark functional_nn's gradient methods as ratios taken in one run.
+"""Benchmark functional_nn: warm ratios taken in one run, and the time to a first result.
 
-Every comparison interleaves the two jitted calls (A B A B ...) after a warm-up and reports the
-median of the per-pair time ratios, which holds to about 2% on a shared machine where separate
-medians swing by 10%. Achieved GFLOP/s are printed beside the device's measured ``jnp.dot``
-peak for the same dtype. Run it when nothing else runs.
+Every comparison interleaves the calls (A B A B ...) after a warm-up and reports the median of
+the per-round time ratios, which holds to about 2% on a shared machine where separate medians
+swing by 10%. A call under a millisecond is timed as K back-to-back calls and one wait for all
+of them (one wait per call would time the launch, not the work, on an accelerator). Achieved
+GFLOP/s are printed beside the device's measured ``jnp.dot`` peak, sized to saturate the device
+and labelled with its matmul precision. Cold figures (compile, first call, the compilations
+``scripts/validate.py`` makes) come from fresh processes with an empty compilation cache.
+Run it when nothing else runs; every section prints its wall and CPU seconds.
 
-    python scripts/benchmark.py            # everything (a few minutes on 2 cores)
-    python scripts/benchmark.py --quick    # fewer repetitions, no 1024-2048-2048-1024
-    python scripts/benchmark.py --json bench.json
+    python scripts/benchmark.py                 # everything (about 6 minutes on 2 cores)
+    python scripts/benchmark.py --quick         # smaller sizes, fewer pairs (about 1.5 minutes)
+    python scripts/benchmark.py --only peak,methods --json bench.json
+    python scripts/benchmark.py --skip validate,sympy
+
+Sections, in order: peak, methods, chain, first_result, validate, cost_law, vectorization,
+training, large_data, memory, data_parallel, sympy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import math
+import os
+import re
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 
@@ -26,12 +42,186 @@ jax.config.update("jax_enable_x64", True)  # for the float64 peak; every array h
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import functional_nn as fnn  # noqa: E402
-from functional_nn.finite_differences import _ravel, _steps  # noqa: E402
-from functional_nn.gradcheck import _directions, directional_derivatives  # noqa: E402
+from functional_nn.gradcheck import directional_derivatives  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = (
+    "peak",
+    "methods",
+    "chain",
+    "first_result",
+    "validate",
+    "cost_law",
+    "vectorization",
+    "training",
+    "large_data",
+    "memory",
+    "data_parallel",
+    "sympy",
+)
+
+# ------------------------------------------------------------------------------------------
+# Timing: K back-to-back calls and one wait; interleaved rounds; median of per-round ratios
+# ------------------------------------------------------------------------------------------
+
+SUB_MS = 1e-3  # a call shorter than this is timed as K back-to-back calls and one wait
+SAMPLE_S = 1e-2  # ... with K chosen so that one timing sample lasts about this long
+
+
+def _run_k(f, args, k: int = 1) -> float:
+    """Seconds per call of ``k`` calls of ``f(*args)`` issued back to back, then one
+    ``block_until_ready`` on all their outputs."""
+    start = time.perf_counter()
+    outs = [f(*args) for _ in range(k)]
+    jax.block_until_ready(outs)
+    return (time.perf_counter() - start) / k
+
+
+def calls_per_sample(seconds_per_call: float) -> int:
+    """K: 1 for calls of a millisecond or more, else enough calls for a ``SAMPLE_S`` sample."""
+    if seconds_per_call >= SUB_MS:
+        return 1
+    return min(1000, math.ceil(SAMPLE_S / max(seconds_per_call, 1e-7)))
+
+
+def interleaved(
+    fs: dict, *args, pairs: int = 10, warm: bool = True, max_s: float = 10.0, budget_s: float = 0.3
+) -> dict:
+    """Time the callables of ``fs`` in rounds (each round calls every one of them once, in
+    order), after one warm-up call each (``warm=False`` skips it: for an AOT-compiled call
+    too slow to run twice).
+
+    A sub-millisecond call is timed as K back-to-back calls and one wait (:func:`_run_k`).
+    Rounds: ``pairs``, raised for fast calls until about ``budget_s`` of timing (at most 50),
+    lowered for slow ones to fit ``max_s`` (at least 3, or ``pairs`` if smaller).
+
+    Returns ``{"s": {name: median seconds per call}, "ratio": {name: median over rounds of
+    t_name / t_first}, "k": {name: K}, "times": {name: [seconds per call, per round]},
+    "rounds": int}``; the first name is the base of the ratios.
+    """
+    names = list(fs)
+    if warm:
+        for f in fs.values():
+            jax.block_until_ready(f(*args))
+    first = {n: _run_k(fs[n], args) for n in names}  # the first sample of a slow call
+    for n in names:  # K from the fastest of 3 calls: one preempted call must not set it
+        if first[n] < SUB_MS:
+            first[n] = min(first[n], *(_run_k(fs[n], args) for _ in range(2)))
+    k = {n: calls_per_sample(first[n]) for n in names}
+    round_s = sum(k[n] * first[n] for n in names)
+    rounds = max(pairs, min(50, int(budget_s / max(round_s, 1e-9))))
+    if rounds * round_s > max_s:
+        rounds = max(min(3, pairs), int(max_s / round_s))
+    times = {n: ([first[n]] if k[n] == 1 else []) for n in names}
+    for r in range(rounds):
+        for n in names:
+            if r == 0 and k[n] == 1:
+                continue  # already timed by the calibration call, in this round's order
+            times[n].append(_run_k(fs[n], args, k[n]))
+    base = times[names[0]]
+    return {
+        "s": {n: statistics.median(times[n]) for n in names},
+        "ratio": {
+            n: statistics.median(a / b for a, b in zip(times[n], base, strict=True)) for n in names
+        },
+        "k": k,
+        "times": times,
+        "rounds": rounds,
+    }
+
+
+def paired(f_a, f_b, *args, pairs: int = 10, **kw) -> dict:
+    """Interleave ``f_a`` and ``f_b`` (A B A B ...) after a warm-up of each: the median time of
+    each and the median of the per-pair ratios ``t_a / t_b`` (see :func:`interleaved`)."""
+    r = interleaved({"a": f_a, "b": f_b}, *args, pairs=pairs, **kw)
+    return {"a_s": r["s"]["a"], "b_s": r["s"]["b"], "ratio": r["ratio"]["a"]}
+
+
+def keeping(fs: dict, last: dict) -> dict:
+    """``fs`` with each call's output kept in ``last[name]``: the timed calls' results are
+    shown, with no extra call to get them."""
+
+    def keep(name, f):
+        def kept(*args):
+            last[name] = out = f(*args)
+            return out
+
+        return kept
+
+    return {n: keep(n, f) for n, f in fs.items()}
+
+
+def median_time(f, *args, samples: int = 5) -> float:
+    """Median seconds per call of ``f(*args)`` after a warm-up (K-batched below 1 ms)."""
+    return interleaved({"f": f}, *args, pairs=samples)["s"]["f"]
+
+
+# ------------------------------------------------------------------------------------------
+# The device's matmul peak, sized to saturate it, its precision labelled
+# ------------------------------------------------------------------------------------------
+
+PRECISION_NOTE = (
+    "'default' is what a user's float32 training gets: TF32 on NVIDIA GPUs (A100 and later), "
+    "bfloat16 passes on TPUs, true float32 on CPUs; the checks pin 'highest'"
+)
+
+
+def dot_peak(
+    dtype, precision: str | None = None, max_n: int | None = None, saturated_s: float = 0.05
+) -> dict:
+    """GFLOP/s of a jitted square ``jnp.dot``: the device's practical peak for ``dtype``.
+
+    The size doubles from 1024 until one call lasts ``saturated_s`` (so that the device is
+    busy, not waiting on launches) or ``max_n`` (default 16384, 8192 for 8-byte types) is
+    reached; the peak is timed at that size as K back-to-back calls and one wait.
+    ``precision``: ``None`` for the process default, or ``"highest"``.
+    """
+    dtype = jnp.dtype(dtype)
+    max_n = max_n or (8192 if dtype.itemsize >= 8 else 16384)
+    prec = None if precision is None else jax.lax.Precision[precision.upper()]
+    dot = jax.jit(functools.partial(jnp.dot, precision=prec))
+    n = min(1024, max_n)
+    while True:
+        k1, k2 = jax.random.split(jax.random.key(0))
+        a = jax.random.normal(k1, (n, n), jnp.float32).astype(dtype)
+        b = jax.random.normal(k2, (n, n), jnp.float32).astype(dtype)
+        jax.block_until_ready(dot(a, b))
+        t = _run_k(dot, (a, b))
+        if t >= saturated_s or 2 * n > max_n:
+            break
+        n *= 2
+    k = max(1, math.ceil(0.2 / t))  # about 0.2 s per sample
+    samples = [_run_k(dot, (a, b), k) for _ in range(3)]
+    t = min([t, *samples])
+    default = jax.config.jax_default_matmul_precision or "default"
+    return {
+        "dtype": dtype.name,
+        "precision": precision or default,
+        "n": n,
+        "k": k,
+        "gflops": 2 * n**3 / t / 1e9,
+    }
+
+
+def bench_peaks(quick: bool) -> list[dict]:
+    """float32 under "highest" and under the default precision; float64; bfloat16."""
+    cap = 2048 if quick and jax.default_backend() == "cpu" else None
+    return [
+        dot_peak(jnp.float32, "highest", cap),
+        dot_peak(jnp.float32, None, cap),
+        dot_peak(jnp.float64, None, 1024 if quick else cap),
+        dot_peak(jnp.bfloat16, None, 1024 if quick else cap),
+    ]
+
+
+# ------------------------------------------------------------------------------------------
+# Warm value-and-gradient: backprop and jacobian_chain against autodiff
+# ------------------------------------------------------------------------------------------
 
 # (label, Network kwargs, loss, batch): the networks of the core issue
 NETWORKS = [
@@ -46,49 +236,6 @@ NETWORKS = [
 ]
 
 
-def _timed(f, *args) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    return time.perf_counter() - start
-
-
-def median_time(f, *args, reps: int = 10) -> float:
-    """Median wall time of ``f(*args)`` after one warm-up call."""
-    jax.block_until_ready(f(*args))
-    return statistics.median(_timed(f, *args) for _ in range(reps))
-
-
-def paired(f_a, f_b, *args, pairs: int = 10) -> dict:
-    """Interleave ``f_a`` and ``f_b`` (A B A B ...) after a warm-up of each.
-
-    Returns the median time of each and the median of the per-pair ratios ``t_a / t_b``.
-    Calls under a millisecond get more pairs (up to 200, about 0.3 s of pairs in all), since
-    their ratio is the noisiest.
-    """
-    jax.block_until_ready(f_a(*args))
-    jax.block_until_ready(f_b(*args))
-    pairs = max(pairs, min(200, int(0.3 / max(_timed(f_a, *args), 1e-6))))
-    t_a, t_b = [], []
-    for _ in range(pairs):
-        t_a.append(_timed(f_a, *args))
-        t_b.append(_timed(f_b, *args))
-    ratios = [a / b for a, b in zip(t_a, t_b, strict=True)]
-    return {
-        "a_s": statistics.median(t_a),
-        "b_s": statistics.median(t_b),
-        "ratio": statistics.median(ratios),
-    }
-
-
-def dot_peak(dtype, n: int = 2048, reps: int = 10) -> float:
-    """GFLOP/s of a jitted square ``jnp.dot`` of size ``n``: the device's practical peak."""
-    k1, k2 = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(k1, (n, n), dtype)
-    b = jax.random.normal(k2, (n, n), dtype)
-    t = median_time(jax.jit(jnp.dot), a, b, reps=reps)
-    return 2 * n**3 / t / 1e9
-
-
 def gradient_flops(net: fnn.Network, batch: int) -> int:
     """Flops a value-and-gradient needs: forward, weight gradients, and input gradients for
     layers 2..L+1 (the first layer needs none). Elementwise work is not counted."""
@@ -96,12 +243,23 @@ def gradient_flops(net: fnn.Network, batch: int) -> int:
     return 2 * batch * (2 * sum(mults) + sum(mults[1:]))
 
 
-def problem(net: fnn.Network, loss: str, batch: int, dtype):
-    kp, kx, ky = jax.random.split(jax.random.key(0), 3)
+def factor_entries(net: fnn.Network) -> int:
+    """Entries of one sample's materialized Jacobian factors in ``jacobian_chain``: per layer
+    ``dh/dw`` (H_l, H_l H_{l-1}), ``dh/dh_prev`` (H_l, H_{l-1}) and ``dh/dz`` (H_l, H_l), and
+    ``dJ/dy_hat`` (1, O)."""
+    pairs = zip(net.sizes[1:], net.sizes[:-1], strict=True)
+    return sum(o * o * i + o * i + o * o for o, i in pairs) + net.O
+
+
+def problem(net: fnn.Network, loss: str, batch: int, dtype, seed: int = 0):
+    """Params, standard-normal x and targets that fit ``loss`` (0/1, one-hot or real)."""
+    kp, kx, ky = jax.random.split(jax.random.key(seed), 3)
     params = net.init(kp, dtype)
     x = jax.random.normal(kx, (batch, net.D), dtype)
     if loss == "bce":
         y = (jax.random.uniform(ky, (batch, net.O)) > 0.5).astype(dtype)
+    elif loss == "cross_entropy":
+        y = jax.nn.one_hot(jax.random.randint(ky, (batch,), 0, net.O), net.O, dtype=dtype)
     else:
         y = jax.random.normal(ky, (batch, net.O), dtype)
     return params, x, y
@@ -112,36 +270,39 @@ CHAIN_UP_TO = 2e8  # factor entries a jacobian_chain call materializes, over the
 
 def bench_methods(networks, dtype, pairs: int) -> list[dict]:
     """backprop (and, where its factors stay small, jacobian_chain) against autodiff, value
-    and gradient, jitted, per network."""
-    factor_size = sys.modules["functional_nn.backprop"]._factor_size
+    and gradient, jitted, per network: one set of interleaved rounds per network."""
     rows = []
     for label, kw, loss, batch in networks:
         net = fnn.Network(**kw)
         params, x, y = problem(net, loss, batch, dtype)
-        backprop = jax.jit(functools.partial(fnn.backprop, net, loss))
-        autodiff = jax.jit(functools.partial(fnn.autodiff, net, loss))
-        r = paired(backprop, autodiff, params, x, y, pairs=pairs)
+        fs = {
+            "autodiff": jax.jit(functools.partial(fnn.autodiff, net, loss)),
+            "backprop": jax.jit(functools.partial(fnn.backprop, net, loss)),
+        }
+        chain_fits = factor_entries(net) * batch <= CHAIN_UP_TO
+        if chain_fits:
+            fs["jacobian_chain"] = jax.jit(functools.partial(fnn.jacobian_chain, net, loss))
+        r = interleaved(fs, params, x, y, pairs=pairs)
         flops = gradient_flops(net, batch)
         rows.append(
             {
                 "network": label,
                 "batch": batch,
                 "dtype": jnp.dtype(dtype).name,
-                "backprop_ms": 1e3 * r["a_s"],
-                "autodiff_ms": 1e3 * r["b_s"],
-                "backprop_over_autodiff": r["ratio"],
-                "backprop_gflops": flops / r["a_s"] / 1e9,
-                "autodiff_gflops": flops / r["b_s"] / 1e9,
-                "factor_entries_per_sample": factor_size(net),
-                "jacobian_chain_ms": None,
-                "jacobian_chain_over_autodiff": None,
+                "backprop_ms": 1e3 * r["s"]["backprop"],
+                "autodiff_ms": 1e3 * r["s"]["autodiff"],
+                "backprop_over_autodiff": r["ratio"]["backprop"],
+                "backprop_gflops": flops / r["s"]["backprop"] / 1e9,
+                "autodiff_gflops": flops / r["s"]["autodiff"] / 1e9,
+                "calls_per_sample": r["k"]["backprop"],
+                "rounds": r["rounds"],
+                "factor_entries_per_sample": factor_entries(net),
+                "jacobian_chain_ms": 1e3 * r["s"]["jacobian_chain"] if chain_fits else None,
+                "jacobian_chain_over_autodiff": r["ratio"]["jacobian_chain"]
+                if chain_fits
+                else None,
             }
         )
-        if factor_size(net) * batch <= CHAIN_UP_TO:
-            chain = jax.jit(functools.partial(fnn.jacobian_chain, net, loss))
-            rc = paired(chain, autodiff, params, x, y, pairs=max(2, pairs // 3))
-            rows[-1]["jacobian_chain_ms"] = 1e3 * rc["a_s"]
-            rows[-1]["jacobian_chain_over_autodiff"] = rc["ratio"]
     return rows
 
 
@@ -171,6 +332,193 @@ def bench_jacobian_chain(dtype, pairs: int, batch: int = 1000) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------------
+# Time to first result: fresh processes, empty compilation caches
+# ------------------------------------------------------------------------------------------
+
+
+def cold_env(devices: int | None = None, **extra) -> dict:
+    """The environment of a cold subprocess: JAX's persistent compilation cache pointed at a
+    new empty folder; with ``devices``, that many simulated devices forced onto the CPU
+    platform (``JAX_PLATFORMS=cpu``, ``--xla_force_host_platform_device_count``)."""
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(prefix="fnn-cold-")}
+    if devices is not None:
+        flags = [
+            f
+            for f in env.get("XLA_FLAGS", "").split()
+            if not f.startswith("--xla_force_host_platform_device_count")
+        ]
+        env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
+        env["JAX_PLATFORMS"] = "cpu"
+    return {**env, **extra}
+
+
+def run_worker(name: str, arg, env: dict, timeout: float = 600) -> dict:
+    """Run ``worker_<name>(arg)`` of this script in a fresh process; its last stdout line
+    is the JSON it returns."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, json.dumps(arg)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+    if r.returncode != 0:
+        raise RuntimeError(f"benchmark worker {name!r} failed:\n{r.stderr[-4000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# (label, Network kwargs, loss, batch): small to large; the lecture's network first
+FIRST_NETWORKS = [
+    ("4-3-2 (lecture)", dict(sizes=(4, 3, 2), bias=False), "bce", 8),
+    ("64-32-32-1", dict(sizes=(64, 32, 32, 1), hidden="relu"), "bce", 256),
+    (
+        "784-256-256-10",
+        dict(sizes=(784, 256, 256, 10), hidden="relu", output="softmax"),
+        "cross_entropy",
+        256,
+    ),
+]
+FIRST_METHODS = (
+    "autodiff",
+    "backprop",
+    "jacobian_chain",
+    "finite_differences",
+    "complex_step",
+    "local_finite_differences",
+)
+FD_UP_TO = 5_000  # parameters up to which the finite-difference methods get a cold row
+LOCAL_UP_TO = 20_000  # local differences materialize (H_l, H_l H_{l-1}) per sample: not beyond
+
+
+def _method(name: str):
+    return fnn.autodiff if name == "autodiff" else fnn.default_methods()[name]
+
+
+def first_result_rows(networks, methods) -> list[dict]:
+    """Per method and network, in this process: trace and lower, XLA compile, first call (the
+    sum of the three and one execution), and the warm call, float32."""
+    rows = []
+    for label, kw, loss, batch in networks:
+        net = fnn.Network(**kw)
+        params, x, y = problem(net, loss, batch, jnp.float32)
+        jax.block_until_ready((params, x, y))
+        P = net.num_params()
+        for name in methods:
+            if name == "jacobian_chain" and factor_entries(net) * batch > CHAIN_UP_TO:
+                continue
+            if name in ("finite_differences", "complex_step") and P > FD_UP_TO:
+                continue
+            if name == "local_finite_differences" and P > LOCAL_UP_TO:
+                continue
+            f = jax.jit(functools.partial(_method(name), net, loss))
+            row = {"method": name, "network": label, "P": P, "batch": batch}
+            try:
+                start = time.perf_counter()
+                lowered = f.lower(params, x, y)
+                t_lower = time.perf_counter() - start
+                compiled = lowered.compile()
+                t_compile = time.perf_counter() - start - t_lower
+                jax.block_until_ready(compiled(params, x, y))
+                t_first = time.perf_counter() - start
+            except (ValueError, TypeError) as e:  # a method that refuses this network
+                rows.append({**row, "error": str(e).splitlines()[0][:120]})
+                continue
+            warm = median_time(compiled, params, x, y, samples=3)
+            rows.append(
+                {
+                    **row,
+                    "lower_s": t_lower,
+                    "compile_s": t_compile,
+                    "first_call_s": t_first,
+                    "warm_ms": 1e3 * warm,
+                }
+            )
+    return rows
+
+
+def worker_first_result(arg) -> dict:
+    """Cold rows of :func:`first_result_rows`, in a fresh process."""
+    networks = [n for n in FIRST_NETWORKS if n[0] in arg["networks"]]
+    return {"rows": first_result_rows(networks, arg["methods"])}
+
+
+def worker_first_verdict(arg) -> dict:
+    """What a user waits for in a fresh process, after import: the lecture's check (init and
+    data included), then ``fit`` with an ``optax.adam(1e-3)`` built in the call, again with a
+    fresh equal one, again with the same object."""
+    out = {}
+    for seed, attempt in enumerate(("first", "again")):
+        start = time.perf_counter()
+        kp, kx, ky = jax.random.split(jax.random.key(seed), 3)
+        net = fnn.Network((4, 3, 2), bias=False)
+        params = net.init(kp, jnp.float64)
+        x = jax.random.normal(kx, (8, 4), jnp.float64)
+        y = (jax.random.uniform(ky, (8, 2)) > 0.5).astype(jnp.float64)
+        report = fnn.check_gradients(net, "bce", params, x, y)
+        out[f"check_{attempt}_s"] = time.perf_counter() - start
+        out["check_ok"] = bool(report.ok)
+    ds = fnn.load_dataset("breast_cancer")
+    x, y = jnp.asarray(ds.x_train, jnp.float32), jnp.asarray(ds.y_train, jnp.float32)
+    net = fnn.Network((30, 16, 1), hidden="relu")
+    params = net.init(jax.random.key(0), jnp.float32)
+    steps = arg["steps"]
+    opt = None
+    for attempt in ("first", "fresh_optimizer", "same_optimizer"):
+        opt = opt if attempt == "same_optimizer" else optax.adam(1e-3)
+        start = time.perf_counter()
+        _, history = fnn.fit(net, "bce", params, x, y, opt, steps, reduction="mean")
+        out[f"fit_{attempt}_s"] = time.perf_counter() - start
+    out["fit_steps"] = steps
+    out["fit_final_loss"] = float(history.loss[-1])
+    return out
+
+
+COMPILED = re.compile(r"Finished XLA compilation of (.+?) in ([0-9.]+) sec")
+CACHE_HIT = "Persistent compilation cache hit"
+
+
+def count_compilations(log: str) -> dict:
+    """From a ``JAX_LOG_COMPILES=1`` log (JAX 0.10): every backend compile logs "Finished XLA
+    compilation of NAME in S sec", a persistent-cache hit among them too (it is logged inside
+    the same timer) with a "Persistent compilation cache hit" line of its own."""
+    found = [(m.group(1), float(m.group(2))) for m in COMPILED.finditer(log)]
+    hits = log.count(CACHE_HIT)
+    slowest = sorted(found, key=lambda f: -f[1])[:3]
+    return {
+        "compilations": len(found) - hits,
+        "cache_hits": hits,
+        "compile_s": sum(s for _, s in found),
+        "lowerings": len(re.findall(r"^.*Compiling \S+ with global shapes", log, re.M)),
+        "slowest": [f"{name} {s:.1f} s" for name, s in slowest],
+    }
+
+
+def bench_validate(runs: int) -> list[dict]:
+    """``python scripts/validate.py`` under ``JAX_LOG_COMPILES=1``, cold (an empty
+    compilation cache folder), then ``runs - 1`` times again on the same cache folder."""
+    env = cold_env(JAX_LOG_COMPILES="1")
+    rows = []
+    for run in range(runs):
+        start = time.perf_counter()
+        r = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "validate.py")],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=900,
+        )
+        rows.append(
+            {
+                "run": "cold" if run == 0 else "again (cache folder kept)",
+                "wall_s": time.perf_counter() - start,
+                "exit_code": r.returncode,
+                **count_compilations(r.stdout + r.stderr),
+            }
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# The cost law and vectorization of finite differences
+# ------------------------------------------------------------------------------------------
+
 # (P label, sizes): networks of about 10^2 .. 10^5 parameters for the cost law
 COST_LAW = [
     ("1e2", (8, 8, 4)),
@@ -178,7 +526,7 @@ COST_LAW = [
     ("1e4", (100, 90, 10)),
     ("1e5", (300, 300, 30)),
 ]
-LOCAL_UP_TO = 20_000  # local differences materialize (H_l, H_l H_{l-1}) per sample: not beyond
+PAIRED_UP_TO = 20_000  # above: central differences (2P evaluations) are timed once, AOT-compiled
 
 
 def _central(net, loss, chunk_size=None):
@@ -191,6 +539,13 @@ def _central(net, loss, chunk_size=None):
     return jax.jit(grad)
 
 
+def random_directions(params, k: int, key) -> jax.Array:
+    """``k`` random unit directions in the flattened parameter space, ``(k, P)``."""
+    theta, _ = ravel_pytree(params)
+    v = jax.random.normal(key, (k, theta.shape[0]), theta.dtype)
+    return v / jnp.linalg.norm(v, axis=1, keepdims=True)
+
+
 def _directional(net, loss, v):
     return jax.jit(lambda p, x, y: directional_derivatives(net, loss, p, x, y, v))
 
@@ -198,149 +553,171 @@ def _directional(net, loss, v):
 def bench_cost_law(dtype, batch: int, quick: bool) -> list[dict]:
     """Central, local and directional differences against backprop, as P grows.
 
-    Each time is the median of interleaved pairs against backprop, so every ratio is taken
-    in the same run; FD / (P x backprop) is the lecture's claim made visible.
+    Each time is taken in interleaved rounds with backprop, so every ratio is taken in the
+    same run; FD / (P x backprop) is the lecture's claim made visible. Above ``PAIRED_UP_TO``
+    parameters, central differences are compiled ahead and timed once (tens of seconds).
     """
     rows = []
     for _, sizes in COST_LAW[:2] if quick else COST_LAW:
         net = fnn.Network(sizes, hidden="tanh")
         params, x, y = problem(net, "bce", batch, dtype)
         P = net.num_params()
-        bp = jax.jit(functools.partial(fnn.backprop, net, "bce"))
-        v = _directions(params, 16, jax.random.key(1))
-        pairs = 1 if P > 20_000 else 3
-        r_fd = paired(_central(net, "bce"), bp, params, x, y, pairs=pairs)
-        r_dir = paired(_directional(net, "bce", v), bp, params, x, y, pairs=max(3, pairs))
-        row = {
-            "P": P,
-            "sizes": list(sizes),
-            "batch": batch,
-            "backprop_ms": 1e3 * r_fd["b_s"],
-            "central_ms": 1e3 * r_fd["a_s"],
-            "central_over_P_backprop": r_fd["ratio"] / P,
-            "directional16_ms": 1e3 * r_dir["a_s"],
-            "directional16_over_backprop": r_dir["ratio"],
-            "local_ms": None,
-            "local_over_backprop": None,
+        v = random_directions(params, 16, jax.random.key(1))
+        fs = {
+            "backprop": jax.jit(functools.partial(fnn.backprop, net, "bce")),
+            "directional": _directional(net, "bce", v),
         }
+        if P <= PAIRED_UP_TO:
+            fs["central"] = _central(net, "bce")
         if P <= LOCAL_UP_TO:
-            local = jax.jit(functools.partial(fnn.local_finite_differences, net, "bce"))
-            r_loc = paired(local, bp, params, x, y, pairs=pairs)
-            row["local_ms"] = 1e3 * r_loc["a_s"]
-            row["local_over_backprop"] = r_loc["ratio"]
-        rows.append(row)
+            fs["local"] = jax.jit(functools.partial(fnn.local_finite_differences, net, "bce"))
+        r = interleaved(fs, params, x, y, pairs=3, max_s=8)
+        if P > PAIRED_UP_TO:
+            once = _central(net, "bce").lower(params, x, y).compile()
+            t = _run_k(once, (params, x, y))
+            r["s"]["central"], r["ratio"]["central"] = t, t / r["s"]["backprop"]
+        rows.append(
+            {
+                "P": P,
+                "sizes": list(sizes),
+                "batch": batch,
+                "backprop_ms": 1e3 * r["s"]["backprop"],
+                "central_ms": 1e3 * r["s"]["central"],
+                "central_over_P_backprop": r["ratio"]["central"] / P,
+                "central_timed_once": P > PAIRED_UP_TO,
+                "directional16_ms": 1e3 * r["s"]["directional"],
+                "directional16_over_backprop": r["ratio"]["directional"],
+                "local_ms": 1e3 * r["s"]["local"] if "local" in fs else None,
+                "local_over_backprop": r["ratio"]["local"] if "local" in fs else None,
+            }
+        )
     return rows
 
 
-def _python_loop(net, loss, params, x, y):
-    """Central differences as a Python loop of jitted single evaluations (2P calls)."""
+LOOP_COLUMNS = 256  # the Python loop is timed over this many columns and scaled to P
+
+
+def python_loop(net, loss, params, x, y, columns: int = LOOP_COLUMNS):
+    """Central differences as a user's Python loop of jitted single evaluations: 2 calls per
+    column, over the first ``columns`` columns (each column costs the same)."""
     J = fnn.objective(net, loss)
-    theta, unravel = _ravel(params)
-    h = _steps(theta, "central", fnn.default_eps("central", theta.dtype))
+    theta, unravel = ravel_pytree(params)
+    eps = fnn.default_eps("central", theta.dtype)
+    h = (theta + eps * jnp.maximum(1, jnp.abs(theta))) - theta  # exact theta +- h
     one = jax.jit(lambda t: J(unravel(t), x, y))
 
-    def loop(_):
-        columns = [
+    def loop(*_):
+        return [
             (one(theta.at[i].add(h[i])) - one(theta.at[i].add(-h[i]))) / (2 * h[i])
-            for i in range(theta.shape[0])
+            for i in range(min(columns, theta.shape[0]))
         ]
-        return columns[-1]
 
     return loop
 
 
 def bench_vectorization(dtype, batch: int, quick: bool) -> list[dict]:
     """Vmapped chunks of directions against a Python loop of jitted single evaluations, and
-    the chunk size: central differences, same problem, interleaved."""
+    the chunk size: central differences, same problem, interleaved. The loop is timed over
+    ``LOOP_COLUMNS`` columns and scaled to all P (its cost per column does not depend on P)."""
     rows = []
-    chunks = (32,) if quick else (1, 8, 32, 64, 128, 256)
+    chunks = (32,) if quick else (1, 8, 32, 128)
     for _, sizes in COST_LAW[:2] if quick else COST_LAW[:3]:
         net = fnn.Network(sizes, hidden="tanh")
         params, x, y = problem(net, "bce", batch, dtype)
         P = net.num_params()
-        loop = _python_loop(net, "bce", params, x, y)
-        row = {"P": P}
+        cols = min(P, LOOP_COLUMNS)
+        fs = {"loop": python_loop(net, "bce", params, x, y, cols)}
+        fs.update({c: _central(net, "bce", chunk_size=c) for c in chunks})
+        r = interleaved(fs, params, x, y, pairs=1 if quick else 3, max_s=6)
+        scale = P / cols
+        row = {"P": P, "loop_columns_timed": cols, "loop_ms": 1e3 * scale * r["s"]["loop"]}
         for c in chunks:
-            f = _central(net, "bce", chunk_size=c)
-            pairs = 1 if quick or P > 5000 else 3
-            r = paired(lambda p, x, y, loop=loop: loop(p), f, params, x, y, pairs=pairs)
-            row["loop_ms"] = 1e3 * r["a_s"]
-            row[f"chunk{c}_ms"] = 1e3 * r["b_s"]
-            row[f"loop_over_chunk{c}"] = r["ratio"]
+            row[f"chunk{c}_ms"] = 1e3 * r["s"][c]
+            row[f"loop_over_chunk{c}"] = scale / r["ratio"][c]
         rows.append(row)
     return rows
+
+
+# ------------------------------------------------------------------------------------------
+# Training: breast_cancer steps per second; the large-data pipeline
+# ------------------------------------------------------------------------------------------
+
+
+def _torch_device():
+    import torch
+
+    gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    return torch, ("cuda" if gpu else "cpu")
 
 
 def bench_training(steps: int, pairs: int) -> dict:
     """Steps per second on breast_cancer, 30-16-1 ReLU, full batch, Adam 1e-3, mean BCE:
     the compiled scan loop of ``fit`` against a Python loop of jitted steps (interleaved), and
     scikit-learn's MLPClassifier and PyTorch (where installed) for the same number of epochs."""
-    from functional_nn.train import _Carry, make_step
-
     ds = fnn.load_dataset("breast_cancer")
-    x, y = ds.x_train.astype(jnp.float32), ds.y_train.astype(jnp.float32)
+    x, y = jnp.asarray(ds.x_train, jnp.float32), jnp.asarray(ds.y_train, jnp.float32)
     net = fnn.Network((30, 16, 1), hidden="relu")
     params = net.init(jax.random.key(0), jnp.float32)
     opt = optax.adam(1e-3)
 
     def scan_fit():
-        return fnn.fit(net, "bce", params, x, y, opt, steps, reduction="mean",
-                       chunk_size=steps)[1].loss  # fmt: skip
+        return fnn.fit(net, "bce", params, x, y, opt, steps, reduction="mean", chunk_size=steps)[
+            1
+        ].loss
 
-    step = jax.jit(make_step(net, "bce", opt, fnn.backprop, "mean", None, 0.0, False))
-    data = (x, y, None, None, jax.random.key(0))
+    @jax.jit
+    def step(params, opt_state):
+        J, grads = fnn.backprop(net, "bce", params, x, y, "mean")
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, J
 
-    def python_loop():
-        carry = _Carry(params, opt.init(params), params, jnp.inf, 0)
-        losses = []
-        for t in range(steps):
-            carry, (J, _) = step(carry, t, data)
+    def python_loop_fit():
+        p, s, losses = params, opt.init(params), []
+        for _ in range(steps):
+            p, s, J = step(p, s)
             losses.append(J)
         return jnp.stack(losses)
 
-    r = paired(python_loop, scan_fit, pairs=pairs)
-    same = bool(np.allclose(np.asarray(python_loop()), np.asarray(scan_fit()), rtol=1e-6))
-    row = {
-        "steps": steps,
-        "scan_steps_per_s": steps / r["b_s"],
-        "python_loop_steps_per_s": steps / r["a_s"],
-        "scan_speedup": r["ratio"],
-        "same_losses": same,
-        "final_loss": float(scan_fit()[-1]),
-    }
+    fs = {"scan": scan_fit, "python_loop": python_loop_fit}
     try:
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.neural_network import MLPClassifier
 
-        def sk():
-            clf = MLPClassifier((16,), activation="relu", solver="adam", alpha=0.0,
-                                learning_rate_init=1e-3, batch_size=x.shape[0], max_iter=steps,
-                                shuffle=False, tol=0.0, n_iter_no_change=10**9,
-                                random_state=0)  # fmt: skip
+        def sklearn_fit():
+            clf = MLPClassifier(
+                (16,),
+                activation="relu",
+                solver="adam",
+                alpha=0.0,
+                learning_rate_init=1e-3,
+                batch_size=x.shape[0],
+                max_iter=steps,
+                shuffle=False,
+                tol=0.0,
+                n_iter_no_change=10**9,
+                random_state=0,
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 clf.fit(np.asarray(x), np.ravel(np.asarray(y)))
             return clf.loss_
 
-        r_sk = paired(sk, scan_fit, pairs=max(1, pairs // 2))
-        row["sklearn_steps_per_s"] = steps / r_sk["a_s"]
-        row["sklearn_over_scan"] = r_sk["ratio"]
-        row["sklearn_final_loss"] = float(sk())
+        fs["sklearn"] = sklearn_fit
     except ImportError:
-        row["sklearn_steps_per_s"] = None
+        pass
     try:
-        import torch  # the optional bench extra
+        torch, dev = _torch_device()
     except ImportError:
-        row["torch_steps_per_s"] = None
+        pass
     else:
-        W1, W2 = (torch.tensor(np.asarray(p.W)) for p in params)
-        b1, b2 = (torch.tensor(np.asarray(p.b)) for p in params)
-        xt, yt = torch.tensor(np.asarray(x)), torch.tensor(np.asarray(y))
+        tensors = [torch.tensor(np.asarray(t), device=dev) for p in params for t in p]
+        xt = torch.tensor(np.asarray(x), device=dev)
+        yt = torch.tensor(np.asarray(y), device=dev)
 
-        def torch_loop():
-            ps = [t.clone().requires_grad_(True) for t in (W1, b1, W2, b2)]
+        def torch_fit():
+            ps = [t.clone().requires_grad_(True) for t in tensors]
             o = torch.optim.Adam(ps, lr=1e-3)
             for _ in range(steps):
                 o.zero_grad()
@@ -350,57 +727,210 @@ def bench_training(steps: int, pairs: int) -> dict:
                 o.step()
             return float(J.detach())
 
-        r_t = paired(torch_loop, scan_fit, pairs=max(1, pairs // 2))
-        row["torch_steps_per_s"] = steps / r_t["a_s"]
-        row["torch_over_scan"] = r_t["ratio"]
-        row["torch_final_loss"] = torch_loop()
+        fs["torch"] = torch_fit
+    last = {}
+    r = interleaved(keeping(fs, last), pairs=pairs, max_s=20)
+    scan_losses, loop_losses = np.asarray(last["scan"]), np.asarray(last["python_loop"])
+    row = {
+        "steps": steps,
+        "scan_steps_per_s": steps / r["s"]["scan"],
+        "python_loop_steps_per_s": steps / r["s"]["python_loop"],
+        "scan_speedup": r["ratio"]["python_loop"],
+        "loop_max_rel_loss_diff": float(np.max(np.abs(loop_losses - scan_losses) / scan_losses)),
+        "final_loss": float(scan_losses[-1]),
+    }
+    for key, fn in (("sklearn", fs.get("sklearn")), ("torch", fs.get("torch"))):
+        row[f"{key}_steps_per_s"] = None if fn is None else steps / r["s"][key]
+        if fn is not None:
+            row[f"{key}_over_scan"] = r["ratio"][key]
+            row[f"{key}_final_loss"] = float(last[key])
+    row["torch_threads"] = __import__("torch").get_num_threads() if "torch" in fs else None
     return row
+
+
+def synthetic_digits(N: int, key, D: int = 784, O: int = 10):
+    """N Gaussian samples of D features labelled by a random linear teacher (generated here,
+    nothing downloaded): ``x (N, D)`` and one-hot ``y (N, O)``, float32."""
+    kx, kt = jax.random.split(key)
+    x = jax.random.normal(kx, (N, D), jnp.float32)
+    W = jax.random.normal(kt, (D, O), jnp.float32)
+    y = jax.nn.one_hot(jnp.argmax(x @ W, axis=1), O, dtype=jnp.float32)
+    return x, y
+
+
+def handwritten_fit(net: fnn.Network, loss: str, optimizer, batch_size: int):
+    """The loop a JAX user writes by hand: a jitted epoch (one permutation, then a
+    ``lax.scan`` over its first ``n`` minibatches with ``jax.value_and_grad`` and optax),
+    called once per epoch. Returns ``run(params, x, y, steps, key) -> (params, losses)``."""
+    J = fnn.objective(net, loss, "mean")
+
+    @functools.partial(jax.jit, static_argnums=5)
+    def epoch(params, opt_state, x, y, key, n):
+        perm = jax.random.permutation(key, x.shape[0])
+        batches = perm[: n * batch_size].reshape(n, batch_size)
+
+        def step(carry, idx):
+            params, opt_state = carry
+            value, grads = jax.value_and_grad(J)(params, x[idx], y[idx])
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), value
+
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batches)
+        return params, opt_state, losses
+
+    def run(params, x, y, steps, key):
+        per_epoch = x.shape[0] // batch_size
+        opt_state, losses = optimizer.init(params), []
+        for e in range(math.ceil(steps / per_epoch)):
+            n = min(per_epoch, steps - e * per_epoch)
+            params, opt_state, l = epoch(params, opt_state, x, y, jax.random.fold_in(key, e), n)
+            losses.append(l)
+        return params, jnp.concatenate(losses)
+
+    return run
+
+
+def torch_fit_fn(params, x, y, steps: int, batch_size: int, lr: float):
+    """PyTorch eager, the same network (ReLU hidden, softmax output through the fused cross
+    entropy), Adam, one ``randperm`` per epoch; on the GPU when JAX runs on one."""
+    torch, dev = _torch_device()
+    tensors = [
+        (torch.tensor(np.asarray(p.W), device=dev), torch.tensor(np.asarray(p.b), device=dev))
+        for p in params
+    ]
+    xt = torch.tensor(np.asarray(x), device=dev)
+    labels = torch.tensor(np.asarray(y).argmax(1), device=dev)
+    N = xt.shape[0]
+
+    def run():
+        layers = [
+            (W.clone().requires_grad_(True), b.clone().requires_grad_(True)) for W, b in tensors
+        ]
+        opt = torch.optim.Adam([t for layer in layers for t in layer], lr=lr)
+        gen = torch.Generator(device=dev).manual_seed(0)
+        perm = None
+        for t in range(steps):
+            start = (t * batch_size) % (N - N % batch_size)
+            if start == 0:
+                perm = torch.randperm(N, device=dev, generator=gen)
+            idx = perm[start : start + batch_size]
+            h = xt[idx]
+            for l, (W, b) in enumerate(layers):
+                h = h @ W.T + b
+                if l < len(layers) - 1:
+                    h = torch.relu(h)
+            J = torch.nn.functional.cross_entropy(h, labels[idx])
+            opt.zero_grad(set_to_none=True)
+            J.backward()
+            opt.step()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        return float(J.detach())
+
+    return run
+
+
+def bench_large_data(N: int, steps: int, pairs: int, batch_size: int = 128) -> dict:
+    """784-256-256-10 ReLU/softmax on N synthetic samples, batch 128, Adam 1e-3, mean
+    cross-entropy: ``fit`` (its defaults otherwise) against the hand-written loop and PyTorch
+    eager, interleaved after a warm-up, median of per-round ratios."""
+    net = fnn.Network((784, 256, 256, 10), hidden="relu", output="softmax")
+    x, y = synthetic_digits(N, jax.random.key(1))
+    params = net.init(jax.random.key(0), jnp.float32)
+    opt = optax.adam(1e-3)
+    key = jax.random.key(2)
+    hand = handwritten_fit(net, "cross_entropy", opt, batch_size)
+
+    def by_hand():
+        return hand(params, x, y, steps, key)[1]
+
+    def by_fit():
+        _, history = fnn.fit(
+            net, "cross_entropy", params, x, y, opt, steps, batch_size, key, reduction="mean"
+        )
+        return history.loss
+
+    fs = {"handwritten": by_hand, "fit": by_fit}
+    threads = None
+    try:
+        fs["torch"] = torch_fit_fn(params, x, y, steps, batch_size, 1e-3)
+        threads = __import__("torch").get_num_threads()
+    except ImportError:
+        pass
+    last = {}  # each loop's losses, kept from the timed calls
+    r = interleaved(keeping(fs, last), pairs=pairs, max_s=90)
+    return {
+        "N": N,
+        "batch": batch_size,
+        "steps": steps,
+        "rounds": r["rounds"],
+        "handwritten_s": r["s"]["handwritten"],
+        "fit_s": r["s"]["fit"],
+        "fit_over_handwritten": r["ratio"]["fit"],
+        "torch_s": r["s"].get("torch"),
+        "torch_over_handwritten": r["ratio"].get("torch"),
+        "torch_threads": threads,
+        "handwritten_final_loss": float(last["handwritten"][-1]),
+        "fit_final_loss": float(last["fit"][-1]),
+        "torch_final_loss": last.get("torch"),
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# Memory, simulated devices, SymPy
+# ------------------------------------------------------------------------------------------
 
 
 def bench_jacobian_chain_memory() -> dict:
     """XLA's peak for jacobian_chain on 784-256-10 at batch 1024, float32 (the chunk bound)."""
     net = fnn.Network((784, 256, 10), hidden="relu", output="softmax")
-    params, x, _ = problem(net, "mse", 1024, jnp.float32)
-    y = jax.nn.one_hot(jnp.arange(1024) % 10, 10, dtype=jnp.float32)
+    params, x, y = problem(net, "cross_entropy", 1024, jnp.float32)
     chain = memory_bytes(functools.partial(fnn.jacobian_chain, net, "cross_entropy"), params, x, y)
     auto = memory_bytes(functools.partial(fnn.autodiff, net, "cross_entropy"), params, x, y)
     return {"network": "784-256-10", "batch": 1024, "jacobian_chain": chain, "autodiff": auto}
 
 
-DATA_PARALLEL = """
-import json, time, jax, jax.numpy as jnp, optax, functional_nn as fnn
-from functional_nn.parallel import data_mesh
-net = fnn.Network((784, 256, 256, 10), hidden="relu", output="softmax")
-params = net.init(jax.random.key(0), jnp.float32)
-x = jax.random.normal(jax.random.key(1), (1024, 784), jnp.float32)
-y = jax.nn.one_hot(jnp.arange(1024) % 10, 10, dtype=jnp.float32)
-mesh = data_mesh() if len(jax.devices()) > 1 else None
-run = lambda: fnn.fit(net, "cross_entropy", params, x, y, optax.adam(1e-3), STEPS,
-                      reduction="mean", chunk_size=STEPS, mesh=mesh)
-run()
-times, out = [], None
-for _ in range(3):
-    start = time.perf_counter(); out = run(); times.append(time.perf_counter() - start)
-print(json.dumps({"devices": len(jax.devices()), "step_ms": 1e3 * min(times) / STEPS,
-                  "final_loss": float(out[1].loss[-1])}))
-"""
+def worker_data_parallel(arg) -> dict:
+    """A fit step of 784-256-256-10 at batch 1024 over every device of this process."""
+    from functional_nn.parallel import data_mesh
+
+    steps = arg["steps"]
+    net = fnn.Network((784, 256, 256, 10), hidden="relu", output="softmax")
+    params, x, y = problem(net, "cross_entropy", 1024, jnp.float32)
+    mesh = data_mesh() if len(jax.devices()) > 1 else None
+
+    def run():
+        return fnn.fit(
+            net,
+            "cross_entropy",
+            params,
+            x,
+            y,
+            optax.adam(1e-3),
+            steps,
+            reduction="mean",
+            chunk_size=steps,
+            mesh=mesh,
+        )
+
+    run()
+    times, out = [], None
+    for _ in range(3):
+        start = time.perf_counter()
+        out = run()
+        times.append(time.perf_counter() - start)
+    return {
+        "devices": len(jax.devices()),
+        "platform": jax.devices()[0].platform,
+        "step_ms": 1e3 * min(times) / steps,
+        "final_loss": float(out[1].loss[-1]),
+    }
 
 
-def bench_data_parallel(steps: int) -> list[dict]:
-    """A training step of 784-256-256-10 at batch 1024 on 1, 2 and 4 simulated CPU devices,
-    each in a fresh process (the device count is fixed when JAX starts)."""
-    import os
-    import subprocess
-
-    rows = []
-    for n in (1, 2, 4):
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
-        code = DATA_PARALLEL.replace("STEPS", str(steps))
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                           timeout=600)  # fmt: skip
-        if r.returncode != 0:
-            raise RuntimeError(r.stderr)
-        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+def bench_data_parallel(steps: int, devices=(1, 2, 4)) -> list[dict]:
+    """The step on 1, 2 and 4 simulated devices, each in a fresh process forced onto the CPU
+    platform (the device count is fixed when JAX starts; on a GPU machine too)."""
+    rows = [run_worker("data_parallel", {"steps": steps}, cold_env(devices=n)) for n in devices]
     base = rows[0]
     for row in rows:
         row["over_1_device"] = row["step_ms"] / base["step_ms"]
@@ -414,45 +944,57 @@ def bench_sympy(quick: bool) -> list[dict]:
     from derivations.method import closed_form
 
     rows = []
-    archs = [(4, 3, 2), (8, 6, 4)] if quick else [(4, 3, 2), (8, 6, 4), (16, 8, 1), (12, 10, 6)]
+    archs = [(4, 3, 2), (6, 4, 2)] if quick else [(4, 3, 2), (8, 6, 4), (16, 8, 1)]
     for sizes in archs:
         net = fnn.Network(sizes, bias=False)
         params, x, y = problem(net, "bce", 32, jnp.float32)
         closed_form.cache_clear()
         start = time.perf_counter()
         jax.block_until_ready(jax.jit(functools.partial(sympy_gradient, net, "bce"))(params, x, y))
-        rows.append({"sizes": list(sizes), "P": net.num_params(),
-                     "first_call_s": time.perf_counter() - start})  # fmt: skip
+        rows.append(
+            {
+                "sizes": list(sizes),
+                "P": net.num_params(),
+                "first_call_s": time.perf_counter() - start,
+            }
+        )
     return rows
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer repetitions, smaller networks")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    args = p.parse_args(argv)
-    pairs = 5 if args.quick else 15
-    networks = NETWORKS[:2] if args.quick else NETWORKS
-    console = Console(width=max(Console().width, 140))
-    device = jax.devices()[0]
-    console.print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
+# ------------------------------------------------------------------------------------------
+# Printing
+# ------------------------------------------------------------------------------------------
 
-    dtype = jnp.float32
-    peaks = {
-        jnp.dtype(d).name: dot_peak(d, n=1024 if args.quick else 2048)
-        for d in (jnp.float32, jnp.float64, jnp.bfloat16)
-    }
-    peak = peaks["float32"]
-    console.print("jnp.dot peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
 
-    methods = bench_methods(networks, dtype, pairs)
-    t = Table(title="value and gradient, float32, jitted (ratio: median of interleaved pairs)")
-    for col in ("network", "batch", "backprop ms", "autodiff ms", "backprop/autodiff",
-                "backprop GFLOP/s", "% of dot peak", "jacobian_chain/autodiff"):  # fmt: skip
-        t.add_column(col, justify="left" if col == "network" else "right")
-    for r in methods:
-        chain = r["jacobian_chain_over_autodiff"]
-        t.add_row(
+def _table(title: str, columns, rows, left: int = 1) -> Table:
+    t = Table(title=title)
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="left" if i < left else "right")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def _f(v, fmt: str, none: str = "-") -> str:
+    return none if v is None else format(v, fmt)
+
+
+def show_peaks(console, peaks):
+    rows = [(p["dtype"], p["precision"], str(p["n"]), f"{p['gflops']:.1f}") for p in peaks]
+    console.print(
+        _table(
+            "jnp.dot peak (square n x n, K back-to-back calls, one wait)",
+            ("dtype", "matmul precision", "n", "GFLOP/s"),
+            rows,
+            left=2,
+        )
+    )
+    console.print(f"  {PRECISION_NOTE}")
+
+
+def show_methods(console, methods, peak):
+    rows = [
+        (
             r["network"],
             str(r["batch"]),
             f"{r['backprop_ms']:.3f}",
@@ -460,100 +1002,394 @@ def main(argv=None) -> int:
             f"{r['backprop_over_autodiff']:.3f}",
             f"{r['backprop_gflops']:.1f}",
             f"{100 * r['backprop_gflops'] / peak:.0f}%",
-            f"{chain:.1f}"
-            if chain is not None
-            else f"- ({r['factor_entries_per_sample']:.2g} entries/sample)",
+            str(r["calls_per_sample"]),
+            _f(
+                r["jacobian_chain_over_autodiff"],
+                ".1f",
+                f"- ({r['factor_entries_per_sample']:.2g} entries/sample)",
+            ),
         )
-    console.print(t)
-
-    chain = bench_jacobian_chain(dtype, pairs)
+        for r in methods
+    ]
     console.print(
-        f"jacobian_chain, {chain['network']}, batch {chain['batch']}: "
-        f"{chain['jacobian_chain_ms']:.3f} ms ({chain['jacobian_chain_over_autodiff']:.2f}x "
-        f"autodiff), peak memory {chain['jacobian_chain_peak_bytes'] / 2**10:.0f} KiB "
-        f"(autodiff {chain['autodiff_peak_bytes'] / 2**10:.0f} KiB)"
+        _table(
+            "value and gradient, float32, default matmul precision, jitted "
+            "(ratio: median of interleaved rounds)",
+            (
+                "network",
+                "batch",
+                "backprop ms",
+                "autodiff ms",
+                "backprop/autodiff",
+                "backprop GFLOP/s",
+                "% of f32 default peak",
+                "K",
+                "jacobian_chain/autodiff",
+            ),
+            rows,
+        )
     )
-    cost = bench_cost_law(dtype, 64, args.quick)
-    t = Table(title="the cost law: finite differences against back-propagation (float32, N=64)")
-    for col in ("P", "backprop ms", "central ms", "central / (P x backprop)", "local ms",
-                "local / backprop", "directional k=16 ms", "directional / backprop"):  # fmt: skip
-        t.add_column(col, justify="right")
-    for r in cost:
-        t.add_row(
-            str(r["P"]), f"{r['backprop_ms']:.3f}", f"{r['central_ms']:.1f}",
+
+
+def show_first_result(console, rows, verdict, validate):
+    if rows:
+        console.print(
+            _table(
+                "time to first result: a fresh process, an empty compilation cache (float32)",
+                (
+                    "method",
+                    "network",
+                    "P",
+                    "trace+lower s",
+                    "XLA compile s",
+                    "first call s",
+                    "warm ms",
+                    "first / warm",
+                ),
+                [
+                    (r["method"], r["network"], str(r["P"]))
+                    + (
+                        ("-", "-", r["error"], "-", "-")
+                        if "error" in r
+                        else (
+                            f"{r['lower_s']:.2f}",
+                            f"{r['compile_s']:.2f}",
+                            f"{r['first_call_s']:.2f}",
+                            f"{r['warm_ms']:.3f}",
+                            f"{1e3 * r['first_call_s'] / r['warm_ms']:.0f}x",
+                        )
+                    )
+                    for r in rows
+                ],
+                left=2,
+            )
+        )
+    if verdict:
+        v = verdict
+        console.print(
+            f"check_gradients, lecture 4-3-2, fresh process after import (init and data "
+            f"included): first {v['check_first_s']:.2f} s, again {v['check_again_s']:.2f} s "
+            f"({'ok' if v['check_ok'] else 'FAILED'})\n"
+            f"fit 30-16-1 breast_cancer, {v['fit_steps']} steps, optax.adam(1e-3) built in the "
+            f"call: first {v['fit_first_s']:.2f} s, again with a fresh equal optimizer "
+            f"{v['fit_fresh_optimizer_s']:.2f} s, again with the same object "
+            f"{v['fit_same_optimizer_s']:.2f} s"
+        )
+    if validate:
+        console.print(
+            _table(
+                "python scripts/validate.py under JAX_LOG_COMPILES=1, JAX_COMPILATION_CACHE_DIR "
+                "an empty folder",
+                (
+                    "run",
+                    "wall s",
+                    "XLA compilations",
+                    "persistent-cache hits",
+                    "compile s",
+                    "exit",
+                    "slowest compilations",
+                ),
+                [
+                    (
+                        r["run"],
+                        f"{r['wall_s']:.1f}",
+                        str(r["compilations"]),
+                        str(r["cache_hits"]),
+                        f"{r['compile_s']:.1f}",
+                        str(r["exit_code"]),
+                        "; ".join(r["slowest"]),
+                    )
+                    for r in validate
+                ],
+            )
+        )
+
+
+def show_cost_law(console, cost):
+    rows = [
+        (
+            str(r["P"]),
+            f"{r['backprop_ms']:.3f}",
+            f"{r['central_ms']:.1f}" + (" (once)" if r["central_timed_once"] else ""),
             f"{r['central_over_P_backprop']:.2f}",
-            "-" if r["local_ms"] is None else f"{r['local_ms']:.1f}",
-            "-" if r["local_over_backprop"] is None else f"{r['local_over_backprop']:.0f}",
-            f"{r['directional16_ms']:.2f}", f"{r['directional16_over_backprop']:.1f}",
-        )  # fmt: skip
-    console.print(t)
-
-    vec = bench_vectorization(dtype, 64, args.quick)
-    t = Table(title="central differences: Python loop of jitted evaluations / vmapped chunks")
-    t.add_column("P", justify="right")
-    t.add_column("loop ms", justify="right")
-    chunk_cols = [k for k in vec[0] if k.startswith("loop_over_chunk")]
-    for k in chunk_cols:
-        t.add_column(f"chunk {k.removeprefix('loop_over_chunk')}", justify="right")
-    for r in vec:
-        t.add_row(str(r["P"]), f"{r['loop_ms']:.1f}", *(f"{r[k]:.1f}x" for k in chunk_cols))
-    console.print(t)
-
-    tr = bench_training(500 if args.quick else 2000, 3 if args.quick else 7)
-    t = Table(title="training steps per second: breast_cancer 30-16-1, full batch, Adam (float32)")
-    for col in ("loop", "steps/s", "fit's scan is faster by", "final loss"):
-        t.add_column(col, justify="left" if col == "loop" else "right")
-    t.add_row(
-        "fit: compiled lax.scan", f"{tr['scan_steps_per_s']:.0f}", "-", f"{tr['final_loss']:.6f}"
+            _f(r["local_ms"], ".1f"),
+            _f(r["local_over_backprop"], ".0f"),
+            f"{r['directional16_ms']:.2f}",
+            f"{r['directional16_over_backprop']:.1f}",
+        )
+        for r in cost
+    ]
+    console.print(
+        _table(
+            "the cost law: finite differences against back-propagation (float32, N=64)",
+            (
+                "P",
+                "backprop ms",
+                "central ms",
+                "central / (P x backprop)",
+                "local ms",
+                "local / backprop",
+                "directional k=16 ms",
+                "directional / backprop",
+            ),
+            rows,
+            left=0,
+        )
     )
-    same = "same" if tr["same_losses"] else "DIFFERENT"
-    t.add_row("Python loop of jitted steps", f"{tr['python_loop_steps_per_s']:.0f}",
-              f"{tr['scan_speedup']:.2f}x", same)  # fmt: skip
-    for name, key in (("scikit-learn MLPClassifier", "sklearn"), ("PyTorch eager", "torch")):
+
+
+def show_vectorization(console, vec):
+    cols = [k for k in vec[0] if k.startswith("loop_over_chunk")]
+    console.print(
+        _table(
+            f"central differences: Python loop of jitted evaluations / vmapped chunks (the loop "
+            f"timed over {LOOP_COLUMNS} columns, scaled to P)",
+            ("P", "loop ms", *(f"chunk {k.removeprefix('loop_over_chunk')}" for k in cols)),
+            [(str(r["P"]), f"{r['loop_ms']:.1f}", *(f"{r[k]:.1f}x" for k in cols)) for r in vec],
+            left=0,
+        )
+    )
+
+
+def show_training(console, tr):
+    rows = [
+        ("fit: compiled lax.scan", f"{tr['scan_steps_per_s']:.0f}", "-", f"{tr['final_loss']:.6f}"),
+        (
+            "Python loop of jitted steps",
+            f"{tr['python_loop_steps_per_s']:.0f}",
+            f"{tr['scan_speedup']:.2f}x",
+            f"max rel. diff {tr['loop_max_rel_loss_diff']:.1e}",
+        ),
+    ]
+    torch_name = f"PyTorch eager ({tr.get('torch_threads')} threads)"
+    for name, key in (("scikit-learn MLPClassifier", "sklearn"), (torch_name, "torch")):
         if tr.get(f"{key}_steps_per_s") is None:
-            t.add_row(name, "not installed", "-", "-")
+            rows.append((name, "not installed", "-", "-"))
         else:
-            t.add_row(name, f"{tr[f'{key}_steps_per_s']:.0f}", f"{tr[f'{key}_over_scan']:.2f}x",
-                      f"{tr[f'{key}_final_loss']:.6f}")  # fmt: skip
-    console.print(t)
-
-    mem = bench_jacobian_chain_memory()
+            rows.append(
+                (
+                    name,
+                    f"{tr[f'{key}_steps_per_s']:.0f}",
+                    f"{tr[f'{key}_over_scan']:.2f}x",
+                    f"{tr[f'{key}_final_loss']:.6f}",
+                )
+            )
     console.print(
-        f"jacobian_chain, 784-256-10, batch 1024, float32: peak "
-        f"{mem['jacobian_chain']['peak_bytes'] / 2**20:.0f} MiB (autodiff "
-        f"{mem['autodiff']['peak_bytes'] / 2**20:.1f} MiB)"
-    )
-    dp = bench_data_parallel(20 if args.quick else 50)
-    t = Table(title="data-parallel fit step, 784-256-256-10, batch 1024, simulated CPU devices")
-    for col in ("devices", "step ms", "over 1 device", "|final loss - 1 device's|"):
-        t.add_column(col, justify="right")
-    for r in dp:
-        t.add_row(str(r["devices"]), f"{r['step_ms']:.2f}", f"{r['over_1_device']:.2f}x",
-                  f"{r['final_loss_diff']:.1e}")  # fmt: skip
-    console.print(t)
-
-    sym = bench_sympy(args.quick)
-    console.print(
-        "sympy_gradient, derivation + lambdify + first jitted call: "
-        + ", ".join(
-            f"P={r['P']} ({'-'.join(map(str, r['sizes']))}) {r['first_call_s']:.2f} s" for r in sym
-        )  # fmt: skip
+        _table(
+            f"training steps per second: breast_cancer 30-16-1, full batch, Adam, {tr['steps']} "
+            "steps (float32)",
+            ("loop", "steps/s", "fit's scan is faster by", "final loss"),
+            rows,
+        )
     )
 
+
+def show_large_data(console, ld):
+    rows = [
+        (
+            "hand-written jitted lax.scan epoch, value_and_grad + optax",
+            f"{ld['handwritten_s']:.2f}",
+            "1.00",
+            f"{ld['handwritten_final_loss']:.4f}",
+        ),
+        (
+            "fnn.fit (batch_size=128, key)",
+            f"{ld['fit_s']:.2f}",
+            f"{ld['fit_over_handwritten']:.2f}",
+            f"{ld['fit_final_loss']:.4f}",
+        ),
+        (
+            f"PyTorch eager ({ld['torch_threads']} threads)" if ld["torch_threads"] else "PyTorch",
+            _f(ld["torch_s"], ".2f", "not installed"),
+            _f(ld["torch_over_handwritten"], ".2f"),
+            _f(ld["torch_final_loss"], ".4f"),
+        ),
+    ]
+    console.print(
+        _table(
+            f"large data: {ld['N']:,} x 784 synthetic samples, 784-256-256-10 ReLU/softmax, batch "
+            f"{ld['batch']}, Adam 1e-3, {ld['steps']} steps (float32; median of {ld['rounds']} "
+            "interleaved rounds)",
+            ("loop", "seconds", "over hand-written", "final loss"),
+            rows,
+        )
+    )
+
+
+def show_data_parallel(console, dp):
+    console.print(
+        _table(
+            f"data-parallel fit step, 784-256-256-10, batch 1024: simulated devices forced onto "
+            f"the CPU platform (JAX_PLATFORMS=cpu, {os.cpu_count()} host cores shared)",
+            ("devices", "step ms", "over 1 device", "|final loss - 1 device's|"),
+            [
+                (
+                    str(r["devices"]),
+                    f"{r['step_ms']:.2f}",
+                    f"{r['over_1_device']:.2f}x",
+                    f"{r['final_loss_diff']:.1e}",
+                )
+                for r in dp
+            ],
+            left=0,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Main
+# ------------------------------------------------------------------------------------------
+
+
+class Sections:
+    """Runs the selected sections and records the wall and CPU seconds of each (children
+    included: the cold subprocesses)."""
+
+    def __init__(self, selected, console):
+        self.selected, self.console, self.seconds = selected, console, {}
+
+    def __contains__(self, name):
+        return name in self.selected
+
+    @contextlib.contextmanager
+    def timed(self, name):
+        def cpu():
+            return sum(
+                resource.getrusage(w).ru_utime + resource.getrusage(w).ru_stime
+                for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+            )
+
+        wall, cpu0 = time.perf_counter(), cpu()
+        yield
+        self.seconds[name] = {"wall_s": time.perf_counter() - wall, "cpu_s": cpu() - cpu0}
+        s = self.seconds[name]
+        self.console.print(f"[dim]\\[{name}: {s['wall_s']:.1f} s wall, {s['cpu_s']:.1f} s CPU][/]")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller sizes, fewer pairs")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--only", help=f"comma-separated sections among: {','.join(SECTIONS)}")
+    p.add_argument("--skip", default="", help="comma-separated sections to leave out")
+    p.add_argument("--worker", nargs=2, metavar=("NAME", "JSON"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:  # a cold subprocess of this script: print one JSON line
+        name, arg = args.worker
+        print(json.dumps(globals()[f"worker_{name}"](json.loads(arg))))
+        return 0
+    chosen = SECTIONS if args.only is None else tuple(args.only.split(","))
+    skipped = set(filter(None, args.skip.split(",")))
+    unknown = (set(chosen) | skipped) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; choose among {', '.join(SECTIONS)}")
+    quick = args.quick
+    pairs = 5 if quick else 10
+    console = Console(width=max(Console().width, 150))
+    run = Sections([s for s in chosen if s not in skipped], console)
+    device = jax.devices()[0]
+    console.print(
+        f"device: {device.device_kind} ({device.platform}, {len(jax.devices())} "
+        f"device(s)), jax {jax.__version__}, {os.cpu_count()} CPU cores, "
+        f"{'--quick' if quick else 'full run'}"
+    )
+    result = {
+        "device": str(device),
+        "device_kind": device.device_kind,
+        "platform": device.platform,
+        "jax": jax.__version__,
+        "quick": quick,
+    }
+    start = time.perf_counter()
+
+    dtype = jnp.float32
+    peak = None
+    if "peak" in run:
+        with run.timed("peak"):
+            result["dot_peaks"] = bench_peaks(quick)
+            show_peaks(console, result["dot_peaks"])
+        peak = next(
+            p["gflops"]
+            for p in result["dot_peaks"]
+            if p["dtype"] == "float32" and p["precision"] != "highest"
+        )
+    if "methods" in run:
+        with run.timed("methods"):
+            peak = peak or dot_peak(jnp.float32)["gflops"]
+            result["methods"] = bench_methods(NETWORKS[:2] if quick else NETWORKS, dtype, pairs)
+            show_methods(console, result["methods"], peak)
+    if "chain" in run:
+        with run.timed("chain"):
+            chain = result["jacobian_chain"] = bench_jacobian_chain(dtype, pairs)
+            console.print(
+                f"jacobian_chain, {chain['network']}, batch {chain['batch']}: "
+                f"{chain['jacobian_chain_ms']:.3f} ms ({chain['jacobian_chain_over_autodiff']:.2f}x"
+                f" autodiff), peak memory {chain['jacobian_chain_peak_bytes'] / 2**10:.0f} KiB "
+                f"(autodiff {chain['autodiff_peak_bytes'] / 2**10:.0f} KiB)"
+            )
+    if "first_result" in run:
+        with run.timed("first_result"):
+            nets = (
+                [FIRST_NETWORKS[0][0], FIRST_NETWORKS[2][0]]
+                if quick
+                else [n[0] for n in FIRST_NETWORKS]
+            )
+            result["first_verdict"] = run_worker("first_verdict", {"steps": 1000}, cold_env())
+            result["first_result"] = run_worker(
+                "first_result", {"networks": nets, "methods": FIRST_METHODS}, cold_env()
+            )["rows"]
+            show_first_result(console, result["first_result"], result["first_verdict"], None)
+    if "validate" in run:
+        with run.timed("validate"):
+            result["validate"] = bench_validate(1 if quick else 2)
+            show_first_result(console, [], None, result["validate"])
+    if "cost_law" in run:
+        with run.timed("cost_law"):
+            result["cost_law"] = bench_cost_law(dtype, 64, quick)
+            show_cost_law(console, result["cost_law"])
+    if "vectorization" in run:
+        with run.timed("vectorization"):
+            result["vectorization"] = bench_vectorization(dtype, 64, quick)
+            show_vectorization(console, result["vectorization"])
+    if "training" in run:
+        with run.timed("training"):
+            result["training"] = bench_training(300 if quick else 1000, 3 if quick else 5)
+            show_training(console, result["training"])
+    if "large_data" in run:
+        with run.timed("large_data"):
+            steps, rounds = (100, 3) if quick else (400, 5)
+            result["large_data"] = bench_large_data(60_000, steps, rounds)
+            show_large_data(console, result["large_data"])
+    if "memory" in run:
+        with run.timed("memory"):
+            mem = result["jacobian_chain_memory"] = bench_jacobian_chain_memory()
+            console.print(
+                f"jacobian_chain, 784-256-10, batch 1024, float32: peak "
+                f"{mem['jacobian_chain']['peak_bytes'] / 2**20:.0f} MiB (autodiff "
+                f"{mem['autodiff']['peak_bytes'] / 2**20:.1f} MiB)"
+            )
+    if "data_parallel" in run:
+        with run.timed("data_parallel"):
+            devices = (1, 2) if quick else (1, 2, 4)
+            result["data_parallel"] = bench_data_parallel(10 if quick else 20, devices)
+            show_data_parallel(console, result["data_parallel"])
+    if "sympy" in run:
+        with run.timed("sympy"):
+            sym = result["sympy"] = bench_sympy(quick)
+            console.print(
+                "sympy_gradient, derivation + lambdify + first jitted call: "
+                + ", ".join(
+                    f"P={r['P']} ({'-'.join(map(str, r['sizes']))}) {r['first_call_s']:.2f} s"
+                    for r in sym
+                )
+            )
+    total = time.perf_counter() - start
+    result["section_seconds"], result["total_s"] = run.seconds, total
+    console.print(
+        f"total: {total:.0f} s wall; per section: "
+        + ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in run.seconds.items())
+    )
     if args.json:
-        result = {
-            "device": str(device),
-            "jax": jax.__version__,
-            "dot_peak_gflops": peaks,
-            "methods": methods,
-            "jacobian_chain": chain,
-            "cost_law": cost,
-            "vectorization": vec,
-            "sympy": sym,
-            "training": tr,
-            "jacobian_chain_memory": mem,
-            "data_parallel": dp,
-        }
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return 0

@@ -1,0 +1,124 @@
+"""The benchmark's measuring pieces, on tiny problems (seconds; the real runs are the script's)."""
+
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import benchmark  # noqa: E402
+
+import functional_nn as fnn  # noqa: E402
+
+
+def test_sub_millisecond_calls_are_timed_k_at_a_time_with_one_wait():
+    assert benchmark.calls_per_sample(2e-3) == 1
+    assert benchmark.calls_per_sample(1e-4) == 100
+    assert benchmark.calls_per_sample(0.0) == 1000
+    f = jax.jit(lambda x: x + 1)
+    r = benchmark.interleaved({"f": f, "g": f}, jnp.ones(3), pairs=3)
+    assert r["k"]["f"] > 1 and r["rounds"] >= 3
+    assert set(r) == {"s", "ratio", "k", "times", "rounds"}
+    assert all(len(t) == r["rounds"] for t in r["times"].values())
+
+
+def test_interleaved_ratios_are_per_round_against_the_first():
+    def slow():
+        time.sleep(0.012)
+
+    def fast():
+        time.sleep(0.003)
+
+    r = benchmark.interleaved({"fast": fast, "slow": slow}, pairs=3, budget_s=0.0)
+    assert r["rounds"] == 3 and r["k"] == {"fast": 1, "slow": 1}
+    assert r["ratio"]["fast"] == 1.0
+    assert 2 < r["ratio"]["slow"] < 6  # 4, give or take a loaded machine's sleep
+    p = benchmark.paired(slow, fast, pairs=3, budget_s=0.0)
+    assert set(p) == {"a_s", "b_s", "ratio"} and 2 < p["ratio"] < 6
+
+
+def test_slow_calls_get_fewer_rounds_within_max_s():
+    def slow():
+        time.sleep(0.02)
+
+    r = benchmark.interleaved({"slow": slow}, pairs=10, max_s=0.1, warm=False)
+    assert 3 <= r["rounds"] <= 5  # 10 asked, 0.1 s allowed, 0.02 s a round
+
+
+def test_the_dot_peak_is_labelled_with_its_precision_and_size():
+    p = benchmark.dot_peak(jnp.float32, "highest", max_n=128)
+    assert p["precision"] == "highest" and p["n"] == 128 and p["gflops"] > 0
+    assert benchmark.dot_peak(jnp.float32, None, max_n=64)["precision"] == "default"
+
+
+def test_cold_env_empties_the_cache_and_forces_simulated_devices_onto_the_cpu(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_foo=1")
+    env = benchmark.cold_env(devices=4, JAX_LOG_COMPILES="1")
+    assert env["JAX_PLATFORMS"] == "cpu" and env["JAX_LOG_COMPILES"] == "1"
+    assert env["XLA_FLAGS"].split() == ["--xla_foo=1", "--xla_force_host_platform_device_count=4"]
+    assert list(Path(env["JAX_COMPILATION_CACHE_DIR"]).iterdir()) == []
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    assert "JAX_PLATFORMS" not in benchmark.cold_env()  # a cold process keeps the device
+
+
+def test_compilations_are_counted_from_jax_0_10_log_lines():
+    log = "\n".join(
+        [
+            "Compiling jit(f) with global shapes and types (f32[3],). Argument mapping: (U,).",
+            "Finished XLA compilation of jit(f) in 0.500000000 sec",
+            "Compiling jit(g) with global shapes and types (f32[3],). Argument mapping: (U,).",
+            "Persistent compilation cache hit for 'jit_g' with key 'abc'",
+            "Finished XLA compilation of jit(g) in 0.010000000 sec",
+            "Finished XLA compilation of jit(h) in 2.000000000 sec",
+        ]
+    )
+    c = benchmark.count_compilations(log)
+    assert (c["compilations"], c["cache_hits"], c["lowerings"]) == (2, 1, 2)
+    assert c["compile_s"] == pytest.approx(2.51)
+    assert c["slowest"][0] == "jit(h) 2.0 s"
+
+
+def test_factor_entries_of_the_lecture_network():
+    # layer 1: dh/dw (3, 12), dh/dh_prev (3, 4), dh/dz (3, 3); layer 2: (2, 6), (2, 3), (2, 2);
+    # dJ/dy_hat (1, 2)
+    assert benchmark.factor_entries(fnn.Network((4, 3, 2))) == 36 + 12 + 9 + 12 + 6 + 4 + 2
+
+
+def test_the_python_loop_computes_the_central_difference_columns():
+    net = fnn.Network((3, 2, 1), hidden="tanh")
+    params, x, y = benchmark.problem(net, "bce", 5, jnp.float64)
+    columns = benchmark.python_loop(net, "bce", params, x, y, columns=4)()
+    J = fnn.objective(net, "bce")
+    grads = jax.flatten_util.ravel_pytree(jax.grad(J)(params, x, y))[0]
+    np.testing.assert_allclose(np.array(columns), grads[:4], rtol=1e-6)
+
+
+def test_random_directions_are_unit_rows():
+    params = fnn.Network((3, 2, 1)).init(jax.random.key(0), jnp.float32)
+    v = benchmark.random_directions(params, 4, jax.random.key(1))
+    assert v.shape == (4, fnn.num_params(params))
+    np.testing.assert_allclose(jnp.linalg.norm(v, axis=1), 1.0, rtol=1e-6)
+
+
+def test_the_handwritten_loop_trains_one_permutation_per_epoch():
+    net = fnn.Network((16, 8, 10), hidden="relu", output="softmax")
+    x, y = benchmark.synthetic_digits(256, jax.random.key(0), D=16)
+    assert x.shape == (256, 16) and y.shape == (256, 10) and float(y.sum()) == 256
+    params = net.init(jax.random.key(1), jnp.float32)
+    run = benchmark.handwritten_fit(net, "cross_entropy", optax.adam(1e-2), 32)
+    _, losses = run(params, x, y, 2, jax.random.key(2))
+    assert losses.shape == (16,) and losses[-1] < losses[0]
+
+
+def test_first_result_rows_split_lowering_compile_and_first_call():
+    nets = [benchmark.FIRST_NETWORKS[0]]
+    rows = benchmark.first_result_rows(nets, ("backprop",))
+    (r,) = rows
+    assert r["method"] == "backprop" and r["P"] == 18
+    assert 0 < r["lower_s"] and 0 < r["compile_s"] and r["first_call_s"] >= r["compile_s"]
+    assert r["warm_ms"] > 0
