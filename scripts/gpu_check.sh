@@ -105,8 +105,8 @@ if ((smoke)); then
     step validate 90 python scripts/validate.py --sizes 4,3,2 --batch 8
     step benchmark 120 python scripts/benchmark.py --quick --only peak,methods,chain \
         --json "$OUT/benchmark.json"
-    step tests 120 python -m pytest -q -x -p no:cacheprovider tests/test_gradcheck.py \
-        -k "precision"
+    step tests 120 python -m pytest -q -x -p no:cacheprovider tests/test_backprop.py \
+        tests/test_gradcheck.py -k "float32 or precision"
 else
     step validate 100 python scripts/validate.py --json "$OUT/validate.json"
     # validate's compilations are counted by the step above's wall time here; SymPy is CPU work
