@@ -261,6 +261,8 @@ class GradCheckReport:
                 if r.index or r.leaf in ("J", "directional")
                 else "-"
             )
+            if r.method == "taylor":  # the observed order of the remainder, 2 when right
+                at = f"observed order {_fmt(r.value)} (right: 2, wrong: 1)"
             status = r.status + (f" ({r.kinks} left out)" if r.kinks else "")
             lines.append(
                 (

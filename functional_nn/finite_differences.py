@@ -70,6 +70,7 @@ __all__ = [
     "highest_precision",
     "ravel_params",
     "step_sizes",
+    "unraveler",
 ]
 
 SCHEMES = ("forward", "central", "complex_step")
@@ -266,24 +267,31 @@ def ravel_params(tree) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
     >>> theta.tolist(), unravel(theta)["a"].shape
     ([1.0, 1.0, 1.0, 1.0, 0.0], (2, 2))
     """
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    for leaf in leaves:
-        _check_dtype(jnp.result_type(leaf), "finite differences")
-    shapes = [jnp.shape(leaf) for leaf in leaves]
-    sizes = [math.prod(s) for s in shapes]
+    leaves = jax.tree_util.tree_leaves(tree)
+    unravel = unraveler(tree)
     dtype = jnp.result_type(*leaves) if leaves else jnp.float32
     theta = (
         jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
         if leaves
         else jnp.zeros((0,), dtype)
     )
+    return theta, unravel
+
+
+def unraveler(tree) -> Callable[[jax.Array], Any]:
+    """The ``unravel`` of :func:`ravel_params`, built from the structure alone (no array op)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    for leaf in leaves:
+        _check_dtype(jnp.result_type(leaf), "finite differences")
+    shapes = [jnp.shape(leaf) for leaf in leaves]
+    sizes = [math.prod(s) for s in shapes]
     offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
 
     def unravel(t):
         parts = [t[offsets[i] : offsets[i + 1]].reshape(shapes[i]) for i in range(len(shapes))]
         return jax.tree_util.tree_unflatten(treedef, parts)
 
-    return theta, unravel
+    return unravel
 
 
 def _fd(f, x, scheme, eps, chunk_size, pattern, where, scalar, mesh=None, cross_check=True):

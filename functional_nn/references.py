@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_nn.finite_differences import ravel_params
+from functional_nn.finite_differences import unraveler
 
 __all__ = [
     "BARS",
@@ -52,7 +52,9 @@ __all__ = [
     "evaluate_along",
     "flatten_function",
     "leaf_slices",
+    "host_rng",
     "random_leaf_directions",
+    "unravel_rows",
     "richardson_eps",
 ]
 
@@ -77,14 +79,15 @@ class FlatFunction(NamedTuple):
     """A function of a pytree as a function of one vector: ``fn(theta, *args) -> (m,)``.
 
     Attributes:
-        theta: the flattened parameters ``(P,)``.
+        theta: the flattened parameters ``(P,)``, on the host (NumPy: no eager JAX op, each
+            of which would compile a program of its own, runs outside the compiled ones).
         unravel: ``(P,) -> pytree``, keeping the dtype it is given (complex stays complex).
         fn: the flattened function; its output is raveled to ``(m,)``.
         key: a hashable stand-in for the function, under which compiled programs are cached.
         structure: the tree structure and leaf shapes, also part of the cache key.
     """
 
-    theta: jax.Array
+    theta: np.ndarray
     unravel: Callable
     fn: Callable
     key: Any
@@ -95,9 +98,11 @@ def flatten_function(f: Callable, params: Any, key: Any = None) -> FlatFunction:
     """``f(params, *args)`` (any pytree of arrays out, raveled and concatenated in tree order)
     as :class:`FlatFunction`; ``key`` defaults to ``f`` itself (give
     an equal key for equal functions built afresh, e.g. ``("objective", net, loss)``)."""
-    theta, unravel = ravel_params(params)
+    unravel = unraveler(params)
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    structure = (treedef, tuple(jnp.shape(a) for a in leaves), jnp.dtype(theta.dtype).name)
+    dtype = np.result_type(*[np.asarray(a).dtype for a in leaves])
+    theta = np.concatenate([np.ravel(np.asarray(a)) for a in leaves]).astype(dtype)  # host
+    structure = (treedef, tuple(np.shape(a) for a in leaves), dtype.name)
 
     def fn(t, *args):
         out = jax.tree_util.tree_leaves(f(unravel(t), *args))
@@ -144,20 +149,36 @@ def richardson_eps(dtype) -> float:
     return float(jnp.finfo(dtype).eps) ** 0.2
 
 
-def random_leaf_directions(params: Any, k: int, key: jax.Array, leaves=None) -> jax.Array:
+def unravel_rows(V: np.ndarray, params: Any) -> Any:
+    """Rows of ``V`` ``(n, P)`` as a pytree like ``params`` with a leading axis ``n`` (host)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    parts = [V[:, a:b].reshape(V.shape[0], *np.shape(leaf))
+             for (a, b), leaf in zip(leaf_slices(params), leaves, strict=True)]  # fmt: skip
+    return jax.tree_util.tree_unflatten(treedef, parts)
+
+
+def host_rng(key: Any) -> np.random.Generator:
+    """A NumPy generator seeded from a JAX PRNG key (or an int): directions are drawn on the
+    host, where drawing them compiles nothing."""
+    if isinstance(key, (int, np.integer)):
+        return np.random.default_rng(int(key))
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+def random_leaf_directions(params: Any, k: int, rng: np.random.Generator, leaves=None):
     """``k`` random directions per leaf, each zero outside its leaf and of unit max-norm:
-    ``(k * L, P)``, leaf by leaf (``leaves``: indices of the leaves to draw for, default all).
-    """
-    theta, _ = ravel_params(params)
+    ``(k * L, P)`` NumPy, leaf by leaf (``leaves``: indices of the leaves, default all)."""
     slices = leaf_slices(params)
+    P = slices[-1][1] if slices else 0
+    dtype = np.result_type(*[np.asarray(a).dtype for a in jax.tree_util.tree_leaves(params)])
     leaves = range(len(slices)) if leaves is None else leaves
     rows = []
-    for n, l in enumerate(leaves):
+    for l in leaves:
         a, b = slices[l]
-        v = jax.random.normal(jax.random.fold_in(key, n), (k, b - a), theta.dtype)
-        v = v / jnp.max(jnp.abs(v), axis=1, keepdims=True)
-        rows.append(jnp.pad(v, ((0, 0), (a, theta.size - b))))
-    return jnp.concatenate(rows) if rows else jnp.zeros((0, theta.size), theta.dtype)
+        v = np.zeros((k, P))
+        v[:, a:b] = rng.standard_normal((k, b - a))
+        rows.append(v / np.abs(v).max(axis=1, keepdims=True))
+    return (np.concatenate(rows) if rows else np.zeros((0, P))).astype(dtype)
 
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
@@ -230,13 +251,17 @@ def evaluate_along(
         ``(values (n, K, m), steps (n, K), crossed (n,))`` as NumPy arrays, ``steps`` the
         steps actually taken along each direction (exact for unit directions).
     """
-    unit = jnp.issubdtype(jnp.asarray(directions).dtype, jnp.integer)
-    ts = jnp.asarray(ts)
-    theta = flat.theta.astype(jnp.result_type(flat.theta.dtype, ts.dtype))
+    directions = np.asarray(directions)
+    unit = np.issubdtype(directions.dtype, np.integer)
+    ts = np.asarray(ts)
+    theta = flat.theta.astype(np.result_type(flat.theta.dtype, ts.dtype))
+    ts = ts.astype(np.result_type(flat.theta.dtype, ts.dtype))
+    directions = directions.astype(np.int32 if unit else flat.theta.dtype)
     if pattern is not None and pattern_key is None:
         pattern_key = pattern
     program = _program(flat.key, flat.structure, bool(unit), pattern_key, flat.fn, pattern)
-    values, steps, crossed = program(theta, directions, ts, scale.astype(theta.real.dtype), args)
+    scale = np.asarray(scale).astype(flat.theta.dtype)
+    values, steps, crossed = program(theta, directions, ts, scale, args)
     return np.asarray(values), np.asarray(steps), np.asarray(crossed)
 
 
@@ -251,10 +276,10 @@ class Estimate(NamedTuple):
 
 def _scale(theta, directions):
     """Per direction: :math:`\\max(1, \\max_i |\\theta_i|)` over the direction's support."""
-    theta = jnp.abs(theta)
-    if jnp.issubdtype(jnp.asarray(directions).dtype, jnp.integer):
-        return jnp.maximum(1, theta[directions])
-    return jnp.maximum(1, jnp.max(jnp.where(directions != 0, theta[None, :], 0), axis=1))
+    theta, directions = np.abs(theta), np.asarray(directions)
+    if np.issubdtype(directions.dtype, np.integer):
+        return np.maximum(1, theta[directions])
+    return np.maximum(1, np.max(np.where(directions != 0, theta[None, :], 0), axis=1))
 
 
 def complex_step_estimate(flat, directions, args=(), pattern=None, pattern_key=None) -> Estimate:
@@ -263,7 +288,7 @@ def complex_step_estimate(flat, directions, args=(), pattern=None, pattern_key=N
     u = float(jnp.finfo(flat.theta.dtype).eps)
     scale = _scale(flat.theta, directions)
     values, steps, crossed = evaluate_along(
-        flat, directions, jnp.array([1j * u]), scale, args, pattern, pattern_key
+        flat, directions, np.array([1j * u]), scale, args, pattern, pattern_key
     )
     d = np.imag(values[:, 0, :]).astype(np.float64) / np.imag(steps[:, :1]).astype(np.float64)
     return Estimate(d, 16 * u * np.abs(d), crossed, values.shape[0])
@@ -278,7 +303,7 @@ def central_estimate(
     u = float(jnp.finfo(dtype).eps)
     eps = richardson_eps(dtype) if eps is None else eps
     scale = _scale(flat.theta, directions)
-    ts = jnp.array([eps, -eps, 2 * eps, -2 * eps], dtype)
+    ts = np.array([eps, -eps, 2 * eps, -2 * eps], dtype)
     values, steps, crossed = evaluate_along(flat, directions, ts, scale, args, pattern, pattern_key)
     f = values.real.astype(np.float64)  # (n, 4, m)
     s = steps.astype(np.float64)[:, :, None]  # (n, 4, 1)
@@ -368,15 +393,15 @@ def _agrees_with_central(flat, directions, cs: Estimate, args, bars) -> int | No
     cs`` against Richardson central differences along ``sum_j w_j d_j``. Returns the
     evaluations made if they agree, else None (not analytic: fall back)."""
     n, P = cs.value.shape[0], flat.theta.size
-    w = np.asarray(jax.random.normal(jax.random.key(7), (n,)), np.float64)
-    if jnp.issubdtype(jnp.asarray(directions).dtype, jnp.integer):
+    w = np.random.default_rng(7).standard_normal(n)
+    if np.issubdtype(np.asarray(directions).dtype, np.integer):
         d = np.zeros(P)
         np.add.at(d, np.asarray(directions), w)
     else:
         d = w @ np.asarray(directions, np.float64)
     c = np.abs(d).max()
     d, w = d / c, w / c  # the derivative along d is w @ cs
-    central = central_estimate(flat, jnp.asarray(d[None, :], flat.theta.dtype), args)
+    central = central_estimate(flat, d[None, :].astype(flat.theta.dtype), args)
     predicted = w @ cs.value  # (m,)
     scale = max(np.abs(predicted).max(initial=0), np.abs(central.value).max(initial=0))
     bar = central.error[0] + bars["central"] * scale

@@ -44,6 +44,7 @@ from functional_nn.references import (
     check_dtype,
     custom_primal,
     flatten_function,
+    host_rng,
     jitted,
     leaf_slices,
     random_leaf_directions,
@@ -91,25 +92,23 @@ def check_vjp(
     where = "check_vjp"
     dtype = check_dtype(primals, where)
     k = check_int(k, "k", where)
-    key = jax.random.key(0) if key is None else key
+    rng = host_rng(0 if key is None else key)
     bars = BARS[dtype]
     out = jax.eval_shape(g, primals)
     out_leaves, out_tree = jax.tree_util.tree_flatten(out)
     for leaf in out_leaves:
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise ValueError(f"{where}: g must return real arrays; got {leaf.dtype}")
-    keys = jax.random.split(jax.random.fold_in(key, 3), len(out_leaves))
     W = jax.tree_util.tree_unflatten(out_tree, [
-        jax.random.normal(kk, (k, *leaf.shape), leaf.dtype)
-        for kk, leaf in zip(keys, out_leaves, strict=True)
+        rng.standard_normal((k, *leaf.shape)).astype(leaf.dtype) for leaf in out_leaves
     ])  # fmt: skip
     vjp_fn = vjp if vjp is not None else vjp_of(g)
     one = jitted(vjp_fn)
     start = time.perf_counter()
     loop = [one(primals, jax.tree_util.tree_map(lambda w, j=j: w[j], W)) for j in range(k)]
     seconds = (time.perf_counter() - start) / k
-    batched = jitted(_Batched(vjp_fn))(primals, W)
-    zero = one(primals, jax.tree_util.tree_map(lambda w: jnp.zeros_like(w[0]), W))
+    batched = jax.tree_util.tree_map(np.asarray, jitted(_Batched(vjp_fn))(primals, W))
+    zero = one(primals, jax.tree_util.tree_map(lambda w: np.zeros_like(w[0]), W))
     for a in (loop[0], zero):
         _same_structure(primals, a, where)
     A = np.stack([_flat(a) for a in loop])  # (k, P)
@@ -129,7 +128,7 @@ def check_vjp(
     slices, paths = leaf_slices(primals), leaf_paths(primals)
     rows, name = [], "-"
     if P <= DIRECTIONAL_ABOVE and P * m <= FULL_JACOBIAN_UP_TO:
-        ref = best_reference(flat, jnp.arange(P), bars, (), pattern_flat, pattern, exact)
+        ref = best_reference(flat, np.arange(P), bars, (), pattern_flat, pattern, exact)
         name = ref.name
         wJ, bar = Wf @ ref.value.T, np.abs(Wf) @ ref.error.T  # (k, P)
         crossed = None if ref.crossed is None else np.broadcast_to(ref.crossed, (k, P))
@@ -138,7 +137,7 @@ def check_vjp(
             rows.append(row_within("vjp", path, A[:, a:b], wJ[:, a:b], bar[:, a:b],
                                    bars[_bar(name)], excl, (k, b - a), ref.evaluations,
                                    seconds))  # fmt: skip
-    V = random_leaf_directions(primals, k, jax.random.fold_in(key, 4))  # (k L, P)
+    V = random_leaf_directions(primals, k, rng)  # (k L, P)
     ref = best_reference(flat, V, bars, (), pattern_flat, pattern, exact)
     name = ref.name if name == "-" else name
     Vf = np.asarray(V, np.float64)
@@ -200,8 +199,8 @@ def _exact_jvps(g, flat):
     fp = flatten_function(primal, flat.unravel(flat.theta)).fn
 
     def exact(d):
-        d = jnp.asarray(d)
-        V = jax.nn.one_hot(d, flat.theta.size, dtype=flat.theta.dtype) if d.ndim == 1 else d
+        d = np.asarray(d)
+        V = np.eye(flat.theta.size, dtype=flat.theta.dtype)[d] if d.ndim == 1 else d
         jvps = jitted(_JVPs(fp))(flat.theta, V)
         return np.asarray(jvps, np.float64)
 
