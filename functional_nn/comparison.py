@@ -342,5 +342,7 @@ def row_within(
 
 
 def leaf_paths(tree) -> list[str]:
-    """The path of every leaf, in tree order: ``["['W']", "['b']"]``."""
-    return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    """The path of every leaf, in tree order: ``["['W']", "['b']"]``; ``"(root)"`` for a tree
+    that is one array."""
+    paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [jax.tree_util.keystr(p) or "(root)" for p, _ in paths]
