@@ -7,15 +7,21 @@
         --gradient backprop --save model.npz --plot loss.png
 
 The output activation and the loss follow the task: sigmoid and BCE (binary), softmax and
-cross-entropy (digits), identity and MSE (regression). Bad arguments exit with code 2 and a
-message, before any work.
+cross-entropy (digits), identity and MSE (regression).
+
+Exit codes: 0 trained; 1 training failed (an error, or a NaN or infinite training loss: the
+line says at which step; nothing is saved); 2 bad arguments, output paths included (a missing
+folder for --save or --plot), found before any work; 130 interrupted by Ctrl-C (the steps done
+are kept: the model is saved and reported as usual).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -96,7 +102,27 @@ def parse_args(argv):
                 f"more with {flag}")  # fmt: skip
     if args.devices > 1 and args.batch_size % args.devices:
         p.error(f"--batch-size {args.batch_size} does not divide by --devices {args.devices}")
+    for flag, path in (("--save", args.save), ("--plot", args.plot)):
+        if path is not None:
+            problem = output_problem(path)
+            if problem:
+                p.error(f"{flag} {path}: {problem}")
     return p, args
+
+
+def output_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written (checked before any work), or ``None``."""
+    target = Path(path)
+    if target.is_dir():
+        return "is a folder; give a file name"
+    folder = target.parent
+    if not folder.is_dir():
+        return f"the folder {str(folder)!r} does not exist; create it first"
+    if not os.access(folder, os.W_OK):
+        return f"the folder {str(folder)!r} is not writable"
+    if target.exists() and not os.access(target, os.W_OK):
+        return "exists and is not writable"
+    return None
 
 
 def metrics(task, net, params, x, y) -> dict:
@@ -122,11 +148,12 @@ def main(argv=None) -> int:
     mesh = None
     if args.devices > 1:
         mesh = data_mesh(jax.devices()[: args.devices])
-        if batch is None:  # full batch: the training set itself must split evenly
-            n = ds.x_train.shape[0] - ds.x_train.shape[0] % args.devices
+        N = ds.x_train.shape[0]
+        if N % args.devices:  # the training set is split along samples: evenly, or not at all
+            n = N - N % args.devices
             ds = ds._replace(x_train=ds.x_train[:n], y_train=ds.y_train[:n])
-            console.print(f"full batch over {args.devices} devices: the first {n} training "
-                          "samples (a multiple of the device count)")  # fmt: skip
+            console.print(f"{args.devices} devices: the first {n} of {N} training samples "
+                          "(a multiple of the device count)")  # fmt: skip
     k_init, k_shuffle = jax.random.split(jax.random.key(args.seed))
     params = net.init(k_init)
     console.print(
@@ -144,14 +171,30 @@ def main(argv=None) -> int:
             progress.update(bar, completed=step, loss=f"{last_loss:.4g}")
 
         start = time.perf_counter()
-        params, history = fnn.fit(
-            net, loss, params, ds.x_train, ds.y_train,
-            optimizer=OPTIMIZERS[args.optimizer](args.lr), steps=args.steps, batch_size=batch,
-            key=k_shuffle, gradient=GRADIENTS[args.gradient], reduction=args.reduction,
-            weight_decay=args.weight_decay, chunk_size=max(1, min(100, args.steps // 20)),
-            callback=report, mesh=mesh,
-        )  # fmt: skip
+        try:
+            params, history = fnn.fit(
+                net, loss, params, ds.x_train, ds.y_train,
+                optimizer=OPTIMIZERS[args.optimizer](args.lr), steps=args.steps,
+                batch_size=batch, key=k_shuffle, gradient=GRADIENTS[args.gradient],
+                reduction=args.reduction, weight_decay=args.weight_decay,
+                chunk_size=max(1, min(100, args.steps // 20)), callback=report, mesh=mesh,
+            )  # fmt: skip
+        except Exception as err:  # noqa: BLE001 (the script's one line, then exit 1)
+            progress.stop()
+            console.print(f"[red]training failed:[/red] {type(err).__name__}: {err}")
+            return 1
         seconds = time.perf_counter() - start
+    if history.stop_reason == "non_finite":
+        last = f"{history.loss[-1]:.4g}" if history.steps else "none"
+        console.print(
+            f"[red]training stopped at step {history.non_finite_step}: the training loss is "
+            f"not finite[/red] (last finite loss {last}); try a smaller --lr. Nothing saved."
+        )
+        return 1
+    if history.stop_reason == "interrupted":
+        console.print(f"interrupted after {history.steps} of {args.steps} steps; keeping them")
+        if not history.steps:
+            return 130
     train, test = (
         metrics(task, net, params, ds.x_train, ds.y_train),
         metrics(task, net, params, ds.x_test, ds.y_test),
@@ -181,7 +224,7 @@ def main(argv=None) -> int:
         fig.savefig(args.plot, dpi=100)
         plt.close(fig)
         console.print(f"wrote {args.plot}")
-    return 0
+    return 130 if history.stop_reason == "interrupted" else 0
 
 
 if __name__ == "__main__":

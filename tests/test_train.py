@@ -125,8 +125,8 @@ def test_early_stopping_returns_the_best_validation_parameters(key):
     best, h = fit(net, "bce", params, x, y, optax.adam(3e-2), steps=3000, x_val=ds.x_test,
                   y_val=ds.y_test, patience=300, chunk_size=100)  # fmt: skip
     val = fnn.objective(net, "bce")
-    assert h.best_step == int(np.argmin(h.val_loss)) < h.steps - 300
-    assert h.steps < 3000  # it stopped early
+    assert h.best_step == int(np.argmin(h.val_loss)) == h.steps - 301  # checked at every step
+    assert h.steps < 3000 and h.stop_reason == "early_stopping"
     np.testing.assert_allclose(float(val(best, ds.x_test, ds.y_test)), h.val_loss.min(), rtol=1e-12)
     last, _ = fit(net, "bce", params, x, y, optax.adam(3e-2), steps=h.steps)
     assert float(val(last, ds.x_test, ds.y_test)) > h.val_loss.min()
@@ -139,6 +139,7 @@ def test_history_and_callback(key):
     _, h = fit(net, "bce", net.init(key), ds.x_train, ds.y_train, optax.adam(1e-2), steps=250,
                chunk_size=100, callback=lambda step, loss: seen.append((step, loss)))  # fmt: skip
     assert h.loss.shape == (250,) and h.val_loss is None and h.steps == 250
+    assert h.stop_reason == "steps" and h.non_finite_step is None and h.best_step is None
     assert [s for s, _ in seen] == [100, 200, 250] and seen[-1][1] == pytest.approx(h.loss[-1])
 
 
@@ -179,7 +180,201 @@ def test_bad_fit_arguments(key):
         fit(net, "bce", params, x, y, steps=1, batch_size=5)
     with pytest.raises(ValueError, match="early stopping .* needs x_val and y_val"):
         fit(net, "bce", params, x, y, steps=1, patience=3)
-    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+    with pytest.raises(ValueError, match=r"weight_decay must be a real number in \[0.0, inf\)"):
         fit(net, "bce", params, x, y, steps=1, weight_decay=-1.0)
     with pytest.raises(ValueError, match=r"y has shape \(10,\)"):
         fit(net, "bce", params, x, y[:, 0], steps=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(steps=True), TypeError, r"steps must be an int >= 1; got True \(a bool\)"),
+        (dict(steps=2.0), TypeError, r"steps must be an int >= 1; got 2.0 \(float\)"),
+        (dict(batch_size=True, key=jax.random.key(0)), TypeError, "batch_size must be an int"),
+        (dict(chunk_size=False), TypeError, r"chunk_size must be an int >= 1; got False"),
+        (dict(chunk_size=0), ValueError, r"chunk_size must be an int >= 1; got 0"),
+        (dict(x_val=np.zeros((4, 2)), y_val=np.zeros((4, 1)), patience=True), TypeError,
+         r"patience must be an int >= 1; got True"),
+        (dict(weight_decay="a"), TypeError, r"weight_decay must be a real number .* got 'a'"),
+        (dict(optimizer="adam"), TypeError,
+         r"optimizer must be an optax GradientTransformation .* got the string 'adam'"),
+        (dict(optimizer=optax.adam), TypeError, r"adam is not called yet: call it .*adam\(1e-3\)"),
+        (dict(gradient="backprop"), TypeError,
+         r"gradient must be a gradient method, a function .* got 'backprop' \(str\)"),
+        (dict(x=np.zeros((0, 2)), y=np.zeros((0, 1))), ValueError,
+         r"x must be a batch \(N, D\) with N >= 1 samples; got shape \(0, 2\)"),
+        (dict(x_val=np.zeros((0, 2)), y_val=np.zeros((0, 1))), ValueError,
+         r"x_val must be a batch \(N, D\) with N >= 1 samples; got shape \(0, 2\)"),
+    ],
+)  # fmt: skip
+def test_fit_refuses_each_bad_argument_by_name(kwargs, error, message, key):
+    net = Network((2, 1))
+    args = dict(x=np.zeros((10, 2)), y=np.zeros((10, 1)), steps=1)
+    args.update(kwargs)
+    with pytest.raises(error, match=message):
+        fit(net, "bce", net.init(key), **args)
+
+
+# -- stopping: nothing lost, nothing silent --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def diverging():
+    """Plain gradient descent with a step far too large: the loss overflows at some step."""
+    ds = load_dataset("moons")
+    net = Network((2, 8, 1), hidden="relu")
+    return net, net.init(jax.random.key(0)), ds.x_train, ds.y_train, optax.sgd(1e4)
+
+
+@pytest.mark.parametrize("chunk_size", [7, 13, 100])  # 13: the failing step opens a chunk
+def test_a_non_finite_loss_stops_fit_with_the_last_finite_parameters(diverging, chunk_size):
+    net, params, x, y, opt = diverging
+    p, h = fit(net, "bce", params, x, y, opt, steps=200, chunk_size=chunk_size)
+    assert h.stop_reason == "non_finite" and h.non_finite_step == h.steps == 26
+    assert h.loss.shape == (26,) and np.all(np.isfinite(h.loss))
+    # the parameters returned are those at which the last recorded (finite) loss was evaluated
+    assert float(fnn.objective(net, "bce")(p, x, y)) == h.loss[-1]
+    before, _ = fit(net, "bce", params, x, y, opt, steps=h.steps - 1, chunk_size=chunk_size)
+    for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(before), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_non_finite_loss_at_step_0_returns_the_starting_parameters(key):
+    net = Network((2, 3, 1))
+    params = net.init(key)
+
+    def broken(net, loss, params, x, y, reduction):  # a gradient method whose J is NaN
+        J, grads = fnn.backprop(net, loss, params, x, y, reduction)
+        return J * jnp.nan, grads
+
+    p, h = fit(net, "bce", params, jnp.ones((4, 2)), jnp.ones((4, 1)), steps=10, gradient=broken)
+    assert (h.stop_reason, h.non_finite_step, h.steps, h.loss.shape) == ("non_finite", 0, 0, (0,))
+    np.testing.assert_array_equal(p[0].W, params[0].W)
+
+
+def test_a_non_finite_loss_with_patience_returns_the_best_validated_parameters(diverging):
+    net, params, x, y, opt = diverging
+    p, h = fit(net, "bce", params, x, y, opt, steps=200, x_val=x[:64], y_val=y[:64],
+               patience=100, chunk_size=10)  # fmt: skip
+    assert h.stop_reason == "non_finite" and h.best_step == int(np.argmin(h.val_loss))
+    val = float(fnn.objective(net, "bce")(p, x[:64], y[:64]))
+    assert val == h.val_loss[h.best_step]
+
+
+def test_ctrl_c_in_the_callback_keeps_every_completed_step(key):
+    ds = load_dataset("moons")
+    net = Network((2, 8, 1), hidden="relu")
+    params = net.init(key)
+    run = functools.partial(fit, net, "bce", params, ds.x_train, ds.y_train, optax.adam(1e-2),
+                            batch_size=32, key=jax.random.key(1), chunk_size=20)  # fmt: skip
+
+    def ctrl_c(step, loss):
+        raise KeyboardInterrupt
+
+    p, h = run(steps=1000, callback=ctrl_c)
+    assert h.stop_reason == "interrupted" and h.non_finite_step is None
+    # the chunk already sent to the device finishes and counts: two chunks
+    assert h.steps == 40 and h.loss.shape == (40,) and np.all(np.isfinite(h.loss))
+    same, h2 = run(steps=h.steps)
+    np.testing.assert_array_equal(h.loss, h2.loss)
+    for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(same), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_any_other_exception_in_the_callback_propagates(key):
+    net = Network((2, 1))
+
+    def broken(step, loss):
+        raise RuntimeError("the progress bar broke")
+
+    with pytest.raises(RuntimeError, match="the progress bar broke"):
+        fit(net, "bce", net.init(key), jnp.ones((4, 2)), jnp.ones((4, 1)), steps=30,
+            chunk_size=10, callback=broken)  # fmt: skip
+
+
+# -- compiled once: the program cache --------------------------------------------------------------
+
+
+@pytest.fixture
+def compilations():
+    """Counts XLA compilations while the test runs."""
+    from jax._src import monitoring
+
+    events = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(kwargs.get("fun_name", "?"))
+
+    monitoring.register_event_duration_secs_listener(listen)
+    yield events
+    monitoring.unregister_event_duration_listener(listen)
+
+
+def test_an_equal_freshly_built_optimizer_compiles_nothing(cancer, compilations):
+    net, params, x, y = _logistic(cancer)
+    fit(net, "bce", params, x, y, optax.adam(1e-3), steps=130, chunk_size=50)
+    compilations.clear()
+    _, h = fit(net, "bce", params, x, y, optax.adam(1e-3), steps=130, chunk_size=50)
+    assert compilations == [] and h.steps == 130
+    _, h2 = fit(net, "bce", params, x, y, optax.adam(2e-3), steps=130, chunk_size=50)
+    assert "jit(run)" in compilations  # a different learning rate is a different program
+    assert not np.allclose(h.loss[1:], h2.loss[1:])
+
+
+def test_steps_not_a_multiple_of_chunk_size_compile_one_program(cancer, compilations):
+    net, params, x, y = _logistic(cancer)
+    _, h = fit(net, "bce", params, x, y, optax.adam(1e-2), steps=250, chunk_size=100)
+    assert compilations.count("jit(run)") == 1 and h.loss.shape == (250,)
+    # the padded steps of the last chunk change nothing: 250 steps are 250 steps
+    _, h2 = fit(net, "bce", params, x, y, optax.adam(1e-2), steps=250, chunk_size=250)
+    np.testing.assert_allclose(h.loss, h2.loss, rtol=1e-13)
+
+
+def test_optimizer_keys_tell_equal_optimizers_from_different_ones():
+    from functional_nn.train import _optimizer_key
+
+    params = (Layer(jnp.zeros((3, 2)), jnp.zeros(3)),)
+    key = functools.partial(_optimizer_key, params=params)
+    assert key(optax.adam(1e-3)) == key(optax.adam(1e-3))
+    assert key(gradient_descent(0.1)) == key(gradient_descent(0.1))
+    assert key(optax.adam(1e-3)) != key(optax.adam(1.0000001e-3))  # float64 here
+    assert key(optax.adam(jnp.array(1e-3))) == key(optax.adam(jnp.array(1e-3)))
+    assert key(optax.adam(jnp.array(1e-3))) != key(optax.adam(jnp.array(2e-3)))
+    assert key(optax.adam(1e-3)) != key(optax.sgd(1e-3))
+    schedule = optax.exponential_decay(1e-3, 100, 0.5)
+    assert key(optax.adam(schedule)) == key(optax.adam(optax.exponential_decay(1e-3, 100, 0.5)))
+    assert key(optax.adam(schedule)) != key(optax.adam(optax.exponential_decay(1e-3, 100, 0.6)))
+
+
+# -- the data go to the device once, the losses come back ------------------------------------------
+
+
+def test_fit_copies_only_its_losses_to_the_host(monkeypatch, key):
+    from jax._src.array import ArrayImpl
+
+    ds = load_dataset("moons")
+    net = Network((2, 8, 1), hidden="relu")
+    params = net.init(key)
+    x, y = np.asarray(ds.x_train), np.asarray(ds.y_train)  # NumPy: sent to the device once
+    run = functools.partial(fit, net, "bce", params, x, y, optax.adam(1e-2), 250, 32,
+                            jax.random.key(1), x_val=np.asarray(ds.x_test),
+                            y_val=np.asarray(ds.y_test), patience=100, chunk_size=50)  # fmt: skip
+    run()
+    copied, value = [], ArrayImpl._value
+
+    def spy(self):
+        copied.append(self.shape)
+        return value.fget(self)
+
+    monkeypatch.setattr(ArrayImpl, "_value", property(spy))
+    with jax.transfer_guard_host_to_device("disallow"):  # every implicit upload is an error
+        p, h = run()
+    monkeypatch.undo()
+    assert h.steps == 250
+    # per chunk: the training and validation losses (chunk_size,) and 3 numbers (3,);
+    # nothing of the size of x, y or the parameters; a few scalars for the argument checks
+    chunks = -(-250 // 50)
+    assert sorted(s for s in copied if s != ()) == sorted([(50,), (50,), (3,)] * chunks)
+    assert len([s for s in copied if s == ()]) <= 6, copied
