@@ -92,8 +92,8 @@ def calls_per_sample(seconds_per_call: float) -> int:
 def interleaved(fs: dict, *args, pairs: int = 10, warm: bool = True, max_s: float = 10.0,
                 budget_s: float = 0.5, base=None) -> dict:  # fmt: skip
     """Time the callables of ``fs`` in rounds (each round calls every one of them once, in
-    order), after one warm-up call each (``warm=False`` skips it: for an AOT-compiled call
-    too slow to run twice).
+    order), after one warm-up call each (``warm``: ``True``, ``False`` or the names to warm
+    up; an AOT-compiled call too slow to run twice needs none).
 
     A sub-millisecond call is timed as K back-to-back calls and one wait (:func:`_run_k`).
     Rounds: ``pairs``, raised for fast calls until about ``budget_s`` of timing (at most 50),
@@ -104,9 +104,8 @@ def interleaved(fs: dict, *args, pairs: int = 10, warm: bool = True, max_s: floa
     "rounds": int}``; ``base`` (default the first name) is the base of the ratios.
     """
     names = list(fs)
-    if warm:
-        for f in fs.values():
-            jax.block_until_ready(f(*args))
+    for n in names if warm is True else warm or ():
+        jax.block_until_ready(fs[n](*args))
     first = {n: _run_k(fs[n], args) for n in names}  # the first sample of a slow call
     for n in names:  # K from the fastest of 3 calls: one preempted call must not set it
         if first[n] < SUB_MS:
@@ -527,7 +526,8 @@ COST_LAW = [
     ("1e4", (100, 90, 10)),
     ("1e5", (300, 300, 30)),
 ]
-PAIRED_UP_TO = 20_000  # above: central differences (2P evaluations) are timed once, AOT-compiled
+CENTRAL_UP_TO = 20_000  # central differences: 2P evaluations
+ONE_ROUND_ABOVE = 5_000  # bigger rows: compiled ahead, one round of timing
 
 
 def _central(net, loss, chunk_size=None):
@@ -555,8 +555,11 @@ def bench_cost_law(dtype, batch: int, quick: bool) -> list[dict]:
     """Central, local and directional differences against backprop, as P grows.
 
     Each time is taken in interleaved rounds with backprop, so every ratio is taken in the
-    same run; FD / (P x backprop) is the lecture's claim made visible. Above ``PAIRED_UP_TO``
-    parameters, central differences are compiled ahead and timed once (tens of seconds).
+    same run; FD / (P x backprop) is the lecture's claim made visible. Rows above
+    ``ONE_ROUND_ABOVE`` parameters are compiled ahead and timed in one round (their ratios are
+    in the hundreds, far above the noise); central differences stop at ``CENTRAL_UP_TO``
+    (2P = 2e5 evaluations at 1e5 would take minutes, and their ratio to P backprops holds
+    from 1e3 to 1e4), local differences at ``LOCAL_UP_TO``.
     """
     rows = []
     for _, sizes in COST_LAW[:2] if quick else COST_LAW:
@@ -568,24 +571,24 @@ def bench_cost_law(dtype, batch: int, quick: bool) -> list[dict]:
             "backprop": jax.jit(functools.partial(fnn.backprop, net, "bce")),
             "directional": _directional(net, "bce", v),
         }
-        if P <= PAIRED_UP_TO:
+        if P <= CENTRAL_UP_TO:
             fs["central"] = _central(net, "bce")
         if P <= LOCAL_UP_TO:
             fs["local"] = jax.jit(functools.partial(fnn.local_finite_differences, net, "bce"))
-        r = interleaved(fs, params, x, y, pairs=3, max_s=8)
-        if P > PAIRED_UP_TO:
-            once = _central(net, "bce").lower(params, x, y).compile()
-            t = _run_k(once, (params, x, y))
-            r["s"]["central"], r["ratio"]["central"] = t, t / r["s"]["backprop"]
+        if P <= ONE_ROUND_ABOVE:
+            r = interleaved(fs, params, x, y, pairs=3, max_s=8)
+        else:  # no warm-up run: compiled ahead, then one round
+            fs = {n: f.lower(params, x, y).compile() for n, f in fs.items()}
+            r = interleaved(fs, params, x, y, pairs=1, warm=False)
         rows.append(
             {
                 "P": P,
                 "sizes": list(sizes),
                 "batch": batch,
+                "rounds": r["rounds"],
                 "backprop_ms": 1e3 * r["s"]["backprop"],
-                "central_ms": 1e3 * r["s"]["central"],
-                "central_over_P_backprop": r["ratio"]["central"] / P,
-                "central_timed_once": P > PAIRED_UP_TO,
+                "central_ms": 1e3 * r["s"]["central"] if "central" in fs else None,
+                "central_over_P_backprop": r["ratio"]["central"] / P if "central" in fs else None,
                 "directional16_ms": 1e3 * r["s"]["directional"],
                 "directional16_over_backprop": r["ratio"]["directional"],
                 "local_ms": 1e3 * r["s"]["local"] if "local" in fs else None,
@@ -619,7 +622,8 @@ def python_loop(net, loss, params, x, y, columns: int = LOOP_COLUMNS):
 def bench_vectorization(dtype, batch: int, quick: bool) -> list[dict]:
     """Vmapped chunks of directions against a Python loop of jitted single evaluations, and
     the chunk size: central differences, same problem, interleaved. The loop is timed over
-    ``LOOP_COLUMNS`` columns and scaled to all P (its cost per column does not depend on P)."""
+    ``LOOP_COLUMNS`` columns and scaled to all P (its cost per column does not depend on P);
+    rows above ``ONE_ROUND_ABOVE`` parameters get one round."""
     rows = []
     chunks = (32,) if quick else (1, 8, 32, 128)
     for _, sizes in COST_LAW[:2] if quick else COST_LAW[:3]:
@@ -628,8 +632,12 @@ def bench_vectorization(dtype, batch: int, quick: bool) -> list[dict]:
         P = net.num_params()
         cols = min(P, LOOP_COLUMNS)
         fs = {"loop": python_loop(net, "bce", params, x, y, cols)}
-        fs.update({c: _central(net, "bce", chunk_size=c) for c in chunks})
-        r = interleaved(fs, params, x, y, pairs=1 if quick else 3, max_s=6)
+        if P <= ONE_ROUND_ABOVE:
+            fs.update({c: _central(net, "bce", chunk_size=c) for c in chunks})
+            r = interleaved(fs, params, x, y, pairs=1 if quick else 3, max_s=6)
+        else:  # the chunked programs compiled ahead, one round
+            fs.update({c: _central(net, "bce", c).lower(params, x, y).compile() for c in chunks})
+            r = interleaved(fs, params, x, y, pairs=1, warm=("loop",))
         scale = P / cols
         row = {"P": P, "loop_columns_timed": cols, "loop_ms": 1e3 * scale * r["s"]["loop"]}
         for c in chunks:
@@ -1111,8 +1119,8 @@ def show_cost_law(console, cost):
         (
             str(r["P"]),
             f"{r['backprop_ms']:.3f}",
-            f"{r['central_ms']:.1f}" + (" (once)" if r["central_timed_once"] else ""),
-            f"{r['central_over_P_backprop']:.2f}",
+            _f(r["central_ms"], ".1f", f"- (2P = {2 * r['P']:.0e} evaluations)"),
+            _f(r["central_over_P_backprop"], ".2f"),
             _f(r["local_ms"], ".1f"),
             _f(r["local_over_backprop"], ".0f"),
             f"{r['directional16_ms']:.2f}",
