@@ -282,7 +282,7 @@ class GradCheckReport:
         if self.description:
             title += f": {self.description}"
         verdict = "OK" if self.ok else f"{len(self.failures)} FAILED"
-        body = [fmt.format(*head)] + [fmt.format(*line) for line in lines]
+        body = [fmt.format(*head).rstrip()] + [fmt.format(*line).rstrip() for line in lines]
         return "\n".join([title, *body, verdict])
 
     def raise_if_failed(self) -> GradCheckReport:

@@ -271,7 +271,7 @@ class Estimate(NamedTuple):
     value: np.ndarray
     error: np.ndarray
     crossed: np.ndarray
-    evaluations: int
+    evaluations: int | None
 
 
 def _scale(theta, directions):
@@ -348,14 +348,14 @@ class Reference(NamedTuple):
         name: ``"autodiff of the primal"``, ``"complex_step"`` or ``"central"``.
         value, error: ``(n, m)``: the derivatives and their own error bar.
         crossed: ``(n,)``: the steps that changed the pattern (kinks), or None.
-        evaluations: evaluations of ``f`` made.
+        evaluations: evaluations of ``f`` made (None for autodiff).
     """
 
     name: str
     value: np.ndarray
     error: np.ndarray
     crossed: np.ndarray | None
-    evaluations: int
+    evaluations: int | None
 
 
 def best_reference(
@@ -377,7 +377,7 @@ def best_reference(
     if exact is not None:
         value = np.asarray(exact(directions), np.float64)
         if np.all(np.isfinite(value)):
-            return Reference("autodiff of the primal", value, np.zeros_like(value), None, 0)
+            return Reference("autodiff of the primal", value, np.zeros_like(value), None, None)
     if pattern is None and accepts_complex(flat, *args):
         cs = complex_step_estimate(flat, directions, args)
         check = _agrees_with_central(flat, directions, cs, args, bars)

@@ -36,3 +36,18 @@ def test_readme_example_runs_and_prints_the_slide():
     assert expected in out
     errors = [float(line.split()[-1]) for line in out.splitlines() if line.startswith("[")]
     assert len(errors) == 2 and max(errors) < 1e-5  # float32: x64 is off in a fresh process
+
+
+def test_check_your_own_code_examples_run_and_say_what_the_readme_says():
+    """The section's python blocks, run in order in a fresh process (float32: x64 off)."""
+    section = re.search(r"## Check your own code\n(.*?)\n## ", README, re.S).group(1)
+    code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    failing = {
+        tuple(line.split()[:2]) for line in out.splitlines() if line.rstrip().endswith("fail")
+    }
+    assert failing == {("vjp", "['x']"), ("dot-product", "['x']")}, out
+    assert "2 FAILED" in out and "[('hvp', \"['w']\")]" in out
+    assert "True [('grad', 'kink'" in out  # the ReLU layer: kinks left out, the rest passes
