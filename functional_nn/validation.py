@@ -75,19 +75,27 @@ class ValueStats(NamedTuple):
     row_sum: float
 
 
+def _in_host_memory(a: jax.Array) -> bool:
+    """Whether NumPy can read ``a`` in place: one CPU device, fully addressable."""
+    devices = a.devices()
+    return a.is_fully_addressable and len(devices) == 1 and next(iter(devices)).platform == "cpu"
+
+
 def value_stats(a: Any, lo: float | None = None, hi: float | None = None,
                 rows_tol: float = 0.0) -> ValueStats:  # fmt: skip
     """Count the non-finite entries of a concrete real array, those below ``lo`` and above
     ``hi``, and (``rows_tol > 0``) the rows whose sum is off 1 by more than ``rows_tol``.
 
-    A ``jax.Array`` is reduced on its own device(s) by one compiled program and only these
-    seven numbers come back; anything else (NumPy, Python numbers) is reduced with NumPy where
-    it is. No whole array is ever copied to the host.
+    A ``jax.Array`` on an accelerator, or spread over several devices, is reduced there by
+    one compiled program and only these seven numbers come back. A ``jax.Array`` on one CPU
+    device lives in host memory already: NumPy reads it in place (no copy, and no program to
+    compile for each new shape, which would cost a cold process more than the check). NumPy
+    arrays and Python numbers are reduced with NumPy. No whole array is ever copied.
 
     >>> value_stats(np.array([0.5, np.nan, 3.0]), 0.0, 1.0)[:3]
     (1, 0, 1)
     """
-    if isinstance(a, jax.Array):
+    if isinstance(a, jax.Array) and not _in_host_memory(a):
         counts, values = jax.device_get(_device_stats(a, lo, hi, float(rows_tol)))
     else:
         a = np.asarray(a)

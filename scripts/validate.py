@@ -27,12 +27,16 @@ jax.config.update(
 )  # this process checks in float64; the library never sets it
 
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import functional_nn as fnn  # noqa: E402
 from derivations import MAX_PARAMS, sympy_gradient  # noqa: E402
-from functional_nn.compilation_cache import use_persistent_cache  # noqa: E402
+from functional_nn.compilation_cache import (  # noqa: E402
+    prefer_fast_compilation,
+    use_persistent_cache,
+)
 
 # the library's methods, and SymPy's closed forms (for networks of at most MAX_PARAMS)
 METHODS = {**fnn.default_methods(), "sympy": sympy_gradient}
@@ -54,22 +58,23 @@ SUITE = [
 
 
 def make_problem(net: fnn.Network, loss: str, seed: int, batch: int | None):
-    """Params with non-zero biases, standard-normal x, and y fitting the loss."""
-    kp, kb, kx, ky = jax.random.split(jax.random.key(seed), 4)
-    params = net.init(kp, jnp.float64)
+    """Params from ``net.init`` with non-zero biases, standard-normal x, and y fitting the loss.
+
+    The data come from NumPy: each new shape drawn with ``jax.random`` would compile a
+    program of its own, which in a cold process costs more than the checks."""
+    params = net.init(jax.random.key(seed), jnp.float64)
+    rng = np.random.default_rng(seed)
     if net.bias:
-        keys = jax.random.split(kb, len(params))
         params = tuple(
-            fnn.Layer(W, 0.5 * jax.random.normal(k, b.shape, jnp.float64))
-            for (W, b), k in zip(params, keys, strict=True)
+            fnn.Layer(W, jnp.asarray(0.5 * rng.standard_normal(b.shape))) for W, b in params
         )
     x_shape = (net.D,) if batch is None else (batch, net.D)
     y_shape = x_shape[:-1] + (net.O,)
-    x = jax.random.normal(kx, x_shape, jnp.float64)
+    x = jnp.asarray(rng.standard_normal(x_shape))
     if loss == "bce":
-        y = (jax.random.uniform(ky, y_shape) > 0.5).astype(jnp.float64)
+        y = jnp.asarray((rng.uniform(size=y_shape) > 0.5).astype(np.float64))
     else:
-        y = jax.random.normal(ky, y_shape, jnp.float64)
+        y = jnp.asarray(rng.standard_normal(y_shape))
     return params, x, y
 
 
@@ -152,6 +157,7 @@ def main(argv=None) -> int:
     """Exit 0: every method agrees; 1: a method disagrees; 2: bad arguments (argparse)."""
     parser, args = parse_args(argv)
     use_persistent_cache()  # a second run reads its compiled programs back
+    prefer_fast_compilation()  # small programs, run a few times each
     if args.sizes:
         try:
             sizes = tuple(int(s) for s in args.sizes.split(","))

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from functional_nn.compilation_cache import use_persistent_cache
+from functional_nn.compilation_cache import prefer_fast_compilation, use_persistent_cache
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 use_persistent_cache()  # JAX_COMPILATION_CACHE_DIR=<empty folder> times a cold run
+prefer_fast_compilation()  # tiny programs, each run a few times: compile them cheaply
 
 settings.register_profile(
     "default",
