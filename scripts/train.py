@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 import functional_nn as fnn
+from functional_nn.compilation_cache import use_persistent_cache
 from functional_nn.data import SHAPES
 from functional_nn.parallel import data_mesh
 
@@ -139,6 +140,7 @@ def metrics(task, net, params, x, y) -> dict:
 
 def main(argv=None) -> int:
     parser, args = parse_args(argv)
+    use_persistent_cache()  # a second run of the same configuration compiles nothing
     console = Console()
     task = fnn.DATASETS[args.dataset]
     output, loss = TASKS[task]

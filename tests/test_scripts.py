@@ -144,33 +144,6 @@ def test_derive_check_passes_on_the_committed_record():
     assert r.returncode == 0, r.stderr
 
 
-def test_train_script_runs_end_to_end_and_writes_its_files(tmp_path):
-    model, plot = tmp_path / "model.npz", tmp_path / "loss.png"
-    args = ["--dataset", "moons", "--sizes", "2,8,1", "--steps", "200", "--batch-size", "32",
-            "--lr", "1e-2", "--save", str(model), "--plot", str(plot)]  # fmt: skip
-    r = _run("scripts/train.py", *args)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "test:  accuracy" in r.stdout and "ms per step" in r.stdout
-    from functional_nn import load
-
-    net, params = load(model)
-    assert net.sizes == (2, 8, 1) and net.output == "sigmoid"
-    assert plot.read_bytes()[:4] == b"\x89PNG"
-
-
-def test_train_script_rejects_bad_arguments_before_any_work():
-    for args, message in [
-        (["--dataset", "mnist"], "invalid choice: 'mnist'"),
-        (["--sizes", "4,16,1"], "--sizes starts with 4 but breast_cancer has D=30 features"),
-        (["--sizes", "30,16,2"], "needs O=1 outputs"),
-        (["--lr", "0"], "--lr must be > 0"),
-        (["--lr=-1e-3"], "--lr must be > 0"),
-    ]:
-        r = _run("scripts/train.py", *args)
-        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
-        assert "training" not in r.stdout
-
-
 def test_a_float64_check_without_x64_is_refused_not_run_in_float32():
     code = textwrap.dedent(
         """
