@@ -107,9 +107,9 @@ def interleaved(fs: dict, *args, pairs: int = 10, warm: bool = True, max_s: floa
     for n in names if warm is True else warm or ():
         jax.block_until_ready(fs[n](*args))
     first = {n: _run_k(fs[n], args) for n in names}  # the first sample of a slow call
-    for n in names:  # K from the fastest of 3 calls: one preempted call must not set it
+    for n in names:  # K from the fastest of 6 calls: the first calls of a program are slower
         if first[n] < SUB_MS:
-            first[n] = min(first[n], *(_run_k(fs[n], args) for _ in range(2)))
+            first[n] = min(first[n], *(_run_k(fs[n], args) for _ in range(5)))
     k = {n: calls_per_sample(first[n]) for n in names}
     round_s = sum(k[n] * first[n] for n in names)
     rounds = max(pairs, min(50, int(budget_s / max(round_s, 1e-9))))
@@ -268,7 +268,7 @@ def problem(net: fnn.Network, loss: str, batch: int, dtype, seed: int = 0):
 CHAIN_UP_TO = 2e8  # factor entries a jacobian_chain call materializes, over the whole batch
 
 
-def bench_methods(networks, dtype, pairs: int) -> list[dict]:
+def bench_methods(networks, dtype, pairs: int, chain: bool = True) -> list[dict]:
     """backprop (and, where its factors stay small, jacobian_chain) against autodiff, value
     and gradient, jitted, per network. jacobian_chain gets rounds of its own: a call that
     allocates hundreds of MB slows the call after it."""
@@ -295,11 +295,14 @@ def bench_methods(networks, dtype, pairs: int) -> list[dict]:
                 "factor_entries_per_sample": factor_entries(net),
                 "jacobian_chain_ms": None,
                 "jacobian_chain_over_autodiff": None,
+                "jacobian_chain_note": f"{factor_entries(net) * batch:.2g} factor entries"
+                if chain
+                else "not in --quick",
             }
         )
-        if factor_entries(net) * batch <= CHAIN_UP_TO:
-            chain = jax.jit(functools.partial(fnn.jacobian_chain, net, loss))
-            rc = paired(chain, autodiff, params, x, y, pairs=max(2, pairs // 3), max_s=5)
+        if chain and factor_entries(net) * batch <= CHAIN_UP_TO:
+            f = jax.jit(functools.partial(fnn.jacobian_chain, net, loss))
+            rc = paired(f, autodiff, params, x, y, pairs=max(2, pairs // 3), max_s=5)
             rows[-1]["jacobian_chain_ms"] = 1e3 * rc["a_s"]
             rows[-1]["jacobian_chain_over_autodiff"] = rc["ratio"]
     return rows
@@ -433,12 +436,14 @@ def first_result_rows(networks, methods) -> list[dict]:
 
 
 def worker_first_result(arg) -> dict:
-    """Cold rows of :func:`first_result_rows`, in a fresh process."""
+    """In a fresh process: first what a user waits for (:func:`first_verdict`), then the cold
+    rows of :func:`first_result_rows` (programs of their own: float32, other shapes)."""
+    verdict = first_verdict(arg["steps"])
     networks = [n for n in FIRST_NETWORKS if n[0] in arg["networks"]]
-    return {"rows": first_result_rows(networks, arg["methods"])}
+    return {"verdict": verdict, "rows": first_result_rows(networks, arg["methods"])}
 
 
-def worker_first_verdict(arg) -> dict:
+def first_verdict(steps: int) -> dict:
     """What a user waits for in a fresh process, after import: the lecture's check (init and
     data included), then ``fit`` with an ``optax.adam(1e-3)`` built in the call, again with a
     fresh equal one, again with the same object."""
@@ -457,7 +462,6 @@ def worker_first_verdict(arg) -> dict:
     x, y = jnp.asarray(ds.x_train, jnp.float32), jnp.asarray(ds.y_train, jnp.float32)
     net = fnn.Network((30, 16, 1), hidden="relu")
     params = net.init(jax.random.key(0), jnp.float32)
-    steps = arg["steps"]
     opt = None
     for attempt in ("first", "fresh_optimizer", "same_optimizer"):
         opt = opt if attempt == "same_optimizer" else optax.adam(1e-3)
@@ -555,9 +559,10 @@ def bench_cost_law(dtype, batch: int, quick: bool) -> list[dict]:
     """Central, local and directional differences against backprop, as P grows.
 
     Each time is taken in interleaved rounds with backprop, so every ratio is taken in the
-    same run; FD / (P x backprop) is the lecture's claim made visible. Rows above
-    ``ONE_ROUND_ABOVE`` parameters are compiled ahead and timed in one round (their ratios are
-    in the hundreds, far above the noise); central differences stop at ``CENTRAL_UP_TO``
+    same run; FD / (P x backprop) is the lecture's claim made visible. Above
+    ``ONE_ROUND_ABOVE`` parameters, central and local differences (seconds a call) are
+    compiled ahead and run once, against the median backprop of the same row (their ratios
+    are in the thousands, far above the noise); central differences stop at ``CENTRAL_UP_TO``
     (2P = 2e5 evaluations at 1e5 would take minutes, and their ratio to P backprops holds
     from 1e3 to 1e4), local differences at ``LOCAL_UP_TO``.
     """
@@ -577,9 +582,14 @@ def bench_cost_law(dtype, batch: int, quick: bool) -> list[dict]:
             fs["local"] = jax.jit(functools.partial(fnn.local_finite_differences, net, "bce"))
         if P <= ONE_ROUND_ABOVE:
             r = interleaved(fs, params, x, y, pairs=3, max_s=8)
-        else:  # no warm-up run: compiled ahead, then one round
-            fs = {n: f.lower(params, x, y).compile() for n, f in fs.items()}
-            r = interleaved(fs, params, x, y, pairs=1, warm=False)
+        else:  # backprop and directional interleaved; the slow ones compiled ahead, run once
+            slow = {n: fs.pop(n).lower(params, x, y).compile() for n in ("central", "local")
+                    if n in fs}  # fmt: skip
+            r = interleaved(fs, params, x, y, pairs=5)
+            for n, f in slow.items():
+                r["s"][n] = _run_k(f, (params, x, y))
+                r["ratio"][n] = r["s"][n] / r["s"]["backprop"]
+            fs.update(slow)
         rows.append(
             {
                 "P": P,
@@ -1012,11 +1022,7 @@ def show_methods(console, methods, peak):
             f"{r['backprop_gflops']:.1f}",
             f"{100 * r['backprop_gflops'] / peak:.0f}%",
             str(r["calls_per_sample"]),
-            _f(
-                r["jacobian_chain_over_autodiff"],
-                ".1f",
-                f"- ({r['factor_entries_per_sample']:.2g} entries/sample)",
-            ),
+            _f(r["jacobian_chain_over_autodiff"], ".1f", f"- ({r['jacobian_chain_note']})"),
         )
         for r in methods
     ]
@@ -1325,7 +1331,8 @@ def main(argv=None) -> int:
     if "methods" in run:
         with run.timed("methods"):
             peak = peak or dot_peak(jnp.float32)["gflops"]
-            result["methods"] = bench_methods(NETWORKS[:2] if quick else NETWORKS, dtype, pairs)
+            nets = NETWORKS[:2] if quick else NETWORKS
+            result["methods"] = bench_methods(nets, dtype, pairs, chain=not quick)
             show_methods(console, result["methods"], peak)
     if "chain" in run:
         with run.timed("chain"):
@@ -1343,10 +1350,9 @@ def main(argv=None) -> int:
                 if quick
                 else [n[0] for n in FIRST_NETWORKS]
             )
-            result["first_verdict"] = run_worker("first_verdict", {"steps": 1000}, cold_env())
-            result["first_result"] = run_worker(
-                "first_result", {"networks": nets, "methods": FIRST_METHODS}, cold_env()
-            )["rows"]
+            arg = {"networks": nets, "methods": FIRST_METHODS, "steps": 1000}
+            cold = run_worker("first_result", arg, cold_env())
+            result["first_verdict"], result["first_result"] = cold["verdict"], cold["rows"]
             show_first_result(console, result["first_result"], result["first_verdict"], None)
     if "validate" in run:
         with run.timed("validate"):
