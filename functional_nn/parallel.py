@@ -1,9 +1,12 @@
 """Data parallelism on JAX's own runtime: shardings over a ``jax.sharding.Mesh``.
 
-Nothing here is home-made: arrays are placed with :class:`jax.sharding.NamedSharding`, the
-batch is split along its sample axis over every device of the mesh, parameters and optimizer
+Nothing here is home-made: arrays are placed with :class:`jax.sharding.NamedSharding`. ``fit``
+splits the whole data set along its sample axis over every device of the mesh (each device
+holds N / n rows, never a replica), and every batch the same way; parameters and optimizer
 state are replicated, and XLA inserts the reduction of the gradient (``dW = delta^T h`` sums
-over samples, so each device sums its share and an all-reduce adds them). The same code runs
+over samples, so each device sums its share and an all-reduce adds them). A minibatch is
+gathered from the shards that hold its rows (each device takes its own rows, the batch is
+summed over the devices): the batch travels, never the data set. The same code runs
 on one device and on n, on CPU, GPU or TPU, and across hosts once ``jax.distributed`` is
 initialized (see the README).
 
@@ -46,12 +49,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def check_divisible(n: int, mesh: Mesh, what: str, where: str) -> None:
-    """Raise ``ValueError`` unless ``n`` splits evenly over the mesh's devices."""
+def check_divisible(n: int, mesh: Mesh, what: str, where: str, hint: str = "") -> None:
+    """Raise ``ValueError`` unless ``n`` splits evenly over the mesh's devices; ``hint``
+    says how to fix it (e.g. ``"x[:252], y[:252]"``)."""
     if n % mesh.size:
+        fix = hint or str(n - n % mesh.size or mesh.size)
         raise ValueError(
-            f"{where}: {what} is {n}, which does not divide by the mesh's {mesh.size} devices; "
-            f"choose a multiple of {mesh.size} (nothing is padded or dropped)"
+            f"{where}: {what} is {n}, which does not divide by the mesh's {mesh.size} devices "
+            f"(each device holds the same number of rows); use a multiple of {mesh.size}, e.g. "
+            f"{fix} (nothing is padded or dropped silently)"
         )
 
 

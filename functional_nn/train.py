@@ -527,11 +527,17 @@ def fit(
     # the data go to the device once: split along samples over a mesh, else where JAX puts them
     if mesh is not None:
         mesh = auto_mesh(mesh)
-        check_divisible(x.shape[0], mesh, "N (the training samples)", "fit")
+        n = mesh.size
+        N = x.shape[0]
+        check_divisible(N, mesh, "N (the training samples)", "fit",
+                        f"x[:{N - N % n}], y[:{N - N % n}]")  # fmt: skip
         if batch_size is not None:
-            check_divisible(batch_size, mesh, "the batch size", "fit")
+            check_divisible(batch_size, mesh, "the batch size", "fit",
+                            f"batch_size={batch_size - batch_size % n or n}")  # fmt: skip
         if x_val is not None:
-            check_divisible(x_val.shape[0], mesh, "the validation set's size", "fit")
+            M = x_val.shape[0]
+            check_divisible(M, mesh, "the validation set's size", "fit",
+                            f"x_val[:{M - M % n}], y_val[:{M - M % n}]")  # fmt: skip
         samples, everywhere = sample_sharding(mesh), replicated(mesh)
     else:
         samples = everywhere = None

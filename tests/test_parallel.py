@@ -17,33 +17,66 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PROGRAM = textwrap.dedent(
     """
-    import json
+    import json, re
     import jax
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp, numpy as np, optax
     import functional_nn as fnn
+    import functional_nn.train
+    from functional_nn.compilation_cache import use_persistent_cache
+    use_persistent_cache()
     from functional_nn.parallel import data_mesh
 
     assert len(jax.devices()) == 4, jax.devices()
     out = {}
     ds = fnn.load_dataset("moons")
     x, y = ds.x_train[:256], ds.y_train[:256]
+    x_val, y_val = ds.x_test[:64], ds.y_test[:64]
     net = fnn.Network((2, 8, 8, 1), hidden="tanh")
     params = net.init(jax.random.key(0))
     mesh = data_mesh()
+
+    seen, programs = {}, functional_nn.train._programs  # what the compiled loop is given
+    def spy(config):
+        p = programs(config)
+        def run(state, data):
+            seen["x"] = sorted({s.data.shape for s in data.x.addressable_shards})
+            seen["x_val"] = sorted({s.data.shape for s in data.x_val.addressable_shards})
+            seen["x_devices"] = len(data.x.sharding.device_set)
+            if config.batch_size and config.mesh is not None and "hlo" not in seen:
+                seen["hlo"] = p.run.lower(state, data).compile().as_text()
+            return p.run(state, data)
+        return p._replace(run=run)
+    functional_nn.train._programs = spy
+
     for batch in (None, 32):
-        kw = dict(optimizer=optax.adam(1e-2), steps=60, batch_size=batch, key=jax.random.key(1))
+        kw = dict(optimizer=optax.adam(1e-2), steps=60, batch_size=batch, key=jax.random.key(1),
+                  x_val=x_val, y_val=y_val, chunk_size=25)
         one, h1 = fnn.fit(net, "bce", params, x, y, **kw)
         four, h4 = fnn.fit(net, "bce", params, x, y, mesh=mesh, **kw)
         err = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
                   for a, b in zip(jax.tree_util.tree_leaves(four), jax.tree_util.tree_leaves(one)))
         out[f"fit_{batch}"] = {"param_error": err,
                                "loss_error": float(np.max(np.abs(h4.loss - h1.loss) / h1.loss)),
-                               "devices": len(four[0].W.sharding.device_set)}
-    try:
-        fnn.fit(net, "bce", params, x, y, steps=1, batch_size=30, key=jax.random.key(1), mesh=mesh)
-    except ValueError as err:
-        out["indivisible"] = str(err)
+                               "val_error": float(np.max(np.abs(h4.val_loss - h1.val_loss)
+                                                         / h1.val_loss)),
+                               "devices": len(four[0].W.sharding.device_set),
+                               "shards": {k: seen[k] for k in ("x", "x_val", "x_devices")}}
+    # the collectives of the minibatch loop: the shapes they move (never a whole data set)
+    collectives = [line for line in seen["hlo"].splitlines()
+                   if re.search(r"= .*(all-gather|all-reduce|reduce-scatter|all-to-all|"
+                                r"collective-permute)\\(", line)]
+    out["collective_shapes"] = sorted({s for line in collectives
+                                       for s in re.findall(r"[fs]\\d+\\[([\\d,]*)\\]", line)})
+    for name, kw in [("indivisible_batch", dict(batch_size=30, key=jax.random.key(1))),
+                     ("indivisible_n", dict(x=x[:254], y=y[:254])),
+                     ("indivisible_val", dict(x_val=x_val[:63], y_val=y_val[:63]))]:
+        args = dict(x=x, y=y, steps=1, mesh=mesh)
+        args.update(kw)
+        try:
+            fnn.fit(net, "bce", params, **args)
+        except ValueError as err:
+            out[name] = str(err)
 
     J = fnn.objective(net, "bce")
     f = lambda p: J(p, x, y)
@@ -73,13 +106,29 @@ def test_data_parallel_fit_gives_the_single_device_parameters(four_devices, batc
     assert result["devices"] == 4  # parameters live replicated on every device
     assert result["param_error"] <= 1e-12
     assert result["loss_error"] <= 1e-12
+    assert result["val_error"] <= 1e-12
 
 
-def test_a_batch_that_does_not_divide_by_the_devices_is_refused(four_devices):
+@pytest.mark.parametrize("batch", ["None", "32"])
+def test_the_data_are_split_along_samples_never_replicated(four_devices, batch):
+    shards = four_devices[f"fit_{batch}"]["shards"]
+    assert shards == {"x": [[64, 2]], "x_val": [[16, 2]], "x_devices": 4}  # N / n rows each
+
+
+def test_the_minibatch_loop_moves_batches_and_gradients_never_the_data_set(four_devices):
+    # the batch (32 rows) is gathered from the shards and reduced; gradients are all-reduced
+    shapes = four_devices["collective_shapes"]
+    assert shapes and not any(s.startswith(("256", "64,")) for s in shapes), shapes
+
+
+def test_sizes_that_do_not_divide_by_the_devices_are_refused(four_devices):
     assert (
         "the batch size is 30, which does not divide by the mesh's 4 devices"
-        in (four_devices["indivisible"])
+        in four_devices["indivisible_batch"]
     )
+    assert "N (the training samples) is 254" in four_devices["indivisible_n"]
+    assert "x[:252]" in four_devices["indivisible_n"]
+    assert "the validation set's size is 63" in four_devices["indivisible_val"]
 
 
 def test_sharded_finite_differences_give_the_identical_gradient(four_devices):
