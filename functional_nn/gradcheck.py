@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -115,23 +117,55 @@ def default_methods() -> dict[str, Callable]:
     }
 
 
-@functools.lru_cache(maxsize=256)
 def _jitted(method, net, loss, reduction: str, info: bool):
-    """One compiled function per method, network, loss and reduction, reused across calls."""
+    """A method as a jitted function of ``(params, x, y)``."""
     kw = {} if reduction == "sum" else {"reduction": reduction}
     if info:
         kw["return_info"] = True
     return jax.jit(functools.partial(method, net, loss, **kw))
 
 
-def _call(method, net, loss, params, x, y, reduction):
-    """Run a method jitted (warm-up, then one timed call); return J, grads, evaluations, kinks,
-    seconds."""
-    info = "return_info" in inspect.signature(method).parameters
-    try:
-        f = _jitted(method, net, loss, reduction, info)
-    except TypeError:  # an unhashable method or loss: compile afresh
-        f = _jitted.__wrapped__(method, net, loss, reduction, info)
+_EXECUTABLES: dict = {}
+"""Compiled programs by (method, net, loss, reduction, info, argument types): equal
+configurations share one program across calls."""
+
+
+def _compile_all(methods, net, loss, params, x, y, reduction) -> dict:
+    """One executable per method, the uncached ones lowered in turn (tracing is Python) and
+    compiled concurrently on the machine's cores (XLA compiles outside the GIL): the first
+    verdict is dominated by compilation, and the methods' programs are independent."""
+    args = (params, x, y)
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    types = (tree, tuple((jnp.shape(a), jnp.result_type(a).name) for a in leaves))
+    out, todo = {}, {}
+    for name, method in methods.items():
+        info = "return_info" in inspect.signature(method).parameters
+        key = (method, net, loss, reduction, info, types)  # precision: always the highest
+        try:
+            hit = _EXECUTABLES.get(key)
+        except TypeError:  # an unhashable method or loss: compile afresh, keep nothing
+            key, hit = None, None
+        if hit is None:
+            todo[name] = (key, info, _jitted(method, net, loss, reduction, info))
+        else:
+            out[name] = hit
+    lowered = {name: (key, info, f.lower(*args)) for name, (key, info, f) in todo.items()}
+    workers = min(len(lowered), os.cpu_count() or 1)
+    if lowered:
+        with ThreadPoolExecutor(max(workers, 1)) as pool:
+            done = pool.map(lambda item: item[2].compile(), lowered.values())
+            compiled = dict(zip(lowered, done, strict=True))
+        for name, (key, info, _) in lowered.items():
+            out[name] = (compiled[name], info)
+            if key is not None:
+                _EXECUTABLES[key] = out[name]
+    return out
+
+
+def _run(executable, params, x, y):
+    """Run a compiled method (warm-up, then one timed call); return J, grads, evaluations,
+    kinks, seconds."""
+    f, info = executable
     jax.block_until_ready(f(params, x, y))
     start = time.perf_counter()
     out = jax.block_until_ready(f(params, x, y))
@@ -264,11 +298,14 @@ def check_gradients(
     if directional:
         methods = {n: m for n, m in methods.items() if n not in FINITE_DIFFERENCE_METHODS}
 
-    J_ref, g_ref, _, _, _ = _call(reference_method, net, loss, params, x, y, reduction)
+    executables = _compile_all(
+        {**methods, "\0reference": reference_method}, net, loss, params, x, y, reduction
+    )
+    J_ref, g_ref, _, _, _ = _run(executables["\0reference"], params, x, y)
     rows: list[CheckRow] = []
     results = {reference: (J_ref, g_ref)}
-    for mname, method in methods.items():
-        J, grads, n_eval, kinks, seconds = _call(method, net, loss, params, x, y, reduction)
+    for mname in methods:
+        J, grads, n_eval, kinks, seconds = _run(executables[mname], params, x, y)
         results[mname] = (J, grads)
         tol = bars.get(mname, bars["backprop"])
         scale = "gradient" if mname in GRADIENT_SCALED else "leaf"

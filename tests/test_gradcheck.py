@@ -274,7 +274,7 @@ def test_checkers_pin_the_highest_matmul_precision_whatever_the_default(tmp_path
     f = lambda p: jnp.sum(jnp.tanh(p["W"] @ x.T))  # noqa: E731
     p = {"W": params[0].W}
     jax.clear_caches()
-    gradcheck._jitted.cache_clear()
+    gradcheck._EXECUTABLES.clear()
     references._jit.cache_clear()
     references._PROGRAMS.clear()
     dump = tmp_path / "ir"
