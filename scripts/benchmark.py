@@ -39,6 +39,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)  # for the float64 peak; every array here names its dtype
 
+import bench_fit  # noqa: E402  (scripts/: the large-data problem and the hand-written loop)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
@@ -767,48 +768,6 @@ def bench_training(steps: int, pairs: int) -> dict:
     return row
 
 
-def synthetic_digits(N: int, key, D: int = 784, O: int = 10):
-    """N Gaussian samples of D features labelled by a random linear teacher (generated here,
-    nothing downloaded): ``x (N, D)`` and one-hot ``y (N, O)``, float32."""
-    kx, kt = jax.random.split(key)
-    x = jax.random.normal(kx, (N, D), jnp.float32)
-    W = jax.random.normal(kt, (D, O), jnp.float32)
-    y = jax.nn.one_hot(jnp.argmax(x @ W, axis=1), O, dtype=jnp.float32)
-    return x, y
-
-
-def handwritten_fit(net: fnn.Network, loss: str, optimizer, batch_size: int):
-    """The loop a JAX user writes by hand: a jitted epoch (one permutation, then a
-    ``lax.scan`` over its first ``n`` minibatches with ``jax.value_and_grad`` and optax),
-    called once per epoch. Returns ``run(params, x, y, steps, key) -> (params, losses)``."""
-    J = fnn.objective(net, loss, "mean")
-
-    @functools.partial(jax.jit, static_argnums=5)
-    def epoch(params, opt_state, x, y, key, n):
-        perm = jax.random.permutation(key, x.shape[0])
-        batches = perm[: n * batch_size].reshape(n, batch_size)
-
-        def step(carry, idx):
-            params, opt_state = carry
-            value, grads = jax.value_and_grad(J)(params, x[idx], y[idx])
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), value
-
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batches)
-        return params, opt_state, losses
-
-    def run(params, x, y, steps, key):
-        per_epoch = x.shape[0] // batch_size
-        opt_state, losses = optimizer.init(params), []
-        for e in range(math.ceil(steps / per_epoch)):
-            n = min(per_epoch, steps - e * per_epoch)
-            params, opt_state, l = epoch(params, opt_state, x, y, jax.random.fold_in(key, e), n)
-            losses.append(l)
-        return params, jnp.concatenate(losses)
-
-    return run
-
-
 def torch_fit_fn(params, x, y, steps: int, batch_size: int, lr: float):
     """PyTorch eager, the same network (ReLU hidden, softmax output through the fused cross
     entropy), Adam, one ``randperm`` per epoch; on the GPU when JAX runs on one."""
@@ -849,19 +808,26 @@ def torch_fit_fn(params, x, y, steps: int, batch_size: int, lr: float):
     return run
 
 
-def bench_large_data(N: int, steps: int, pairs: int, batch_size: int = 128) -> dict:
+def bench_large_data(
+    N: int,
+    steps: int,
+    pairs: int,
+    batch_size: int = 128,
+    sizes=bench_fit.SIZES,
+    max_s: float = 90,
+    torch: bool = True,
+) -> dict:
     """784-256-256-10 ReLU/softmax on N synthetic samples, batch 128, Adam 1e-3, mean
-    cross-entropy: ``fit`` (its defaults otherwise) against the hand-written loop and PyTorch
-    eager, interleaved after a warm-up, median of per-round ratios."""
-    net = fnn.Network((784, 256, 256, 10), hidden="relu", output="softmax")
-    x, y = synthetic_digits(N, jax.random.key(1))
-    params = net.init(jax.random.key(0), jnp.float32)
+    cross-entropy: ``fit`` (its defaults otherwise) against the loop a JAX user writes by
+    hand and PyTorch eager, interleaved after a warm-up, median of per-round ratios. The data
+    and the hand-written loop are ``scripts/bench_fit.py``'s, the reference of fit's target."""
+    net, params, x, y = bench_fit.problem(N, sizes)
     opt = optax.adam(1e-3)
-    key = jax.random.key(2)
-    hand = handwritten_fit(net, "cross_entropy", opt, batch_size)
+    key = jax.random.key(1)
+    hand = bench_fit.hand_written_scan(net, "cross_entropy", opt, steps, batch_size)
 
     def by_hand():
-        return hand(params, x, y, steps, key)[1]
+        return hand(params, x, y, key)[1]
 
     def by_fit():
         _, history = fnn.fit(
@@ -872,14 +838,16 @@ def bench_large_data(N: int, steps: int, pairs: int, batch_size: int = 128) -> d
     fs = {"handwritten": by_hand, "fit": by_fit}
     threads = None
     try:
-        fs["torch"] = torch_fit_fn(params, x, y, steps, batch_size, 1e-3)
-        threads = __import__("torch").get_num_threads()
+        if torch:
+            fs["torch"] = torch_fit_fn(params, x, y, steps, batch_size, 1e-3)
+            threads = __import__("torch").get_num_threads()
     except ImportError:
         pass
     last = {}  # each loop's losses, kept from the timed calls
-    r = interleaved(keeping(fs, last), pairs=pairs, max_s=90)
+    r = interleaved(keeping(fs, last), pairs=pairs, max_s=max_s)
     return {
         "N": N,
+        "sizes": list(sizes),
         "batch": batch_size,
         "steps": steps,
         "rounds": r["rounds"],
@@ -1202,7 +1170,7 @@ def show_training(console, tr):
 def show_large_data(console, ld):
     rows = [
         (
-            "hand-written jitted lax.scan epoch, value_and_grad + optax",
+            "hand-written: one jitted lax.scan, value_and_grad + optax",
             f"{ld['handwritten_s']:.2f}",
             "1.00",
             f"{ld['handwritten_final_loss']:.4f}",
@@ -1222,7 +1190,8 @@ def show_large_data(console, ld):
     ]
     console.print(
         _table(
-            f"large data: {ld['N']:,} x 784 synthetic samples, 784-256-256-10 ReLU/softmax, batch "
+            f"large data: {ld['N']:,} x {ld['sizes'][0]} synthetic samples, "
+            f"{'-'.join(map(str, ld['sizes']))} ReLU/softmax, batch "
             f"{ld['batch']}, Adam 1e-3, {ld['steps']} steps (float32; median of {ld['rounds']} "
             "interleaved rounds)",
             ("loop", "seconds", "over hand-written", "final loss"),

@@ -7,7 +7,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -29,7 +28,7 @@ def test_sub_millisecond_calls_are_timed_k_at_a_time_with_one_wait():
 
 def test_interleaved_ratios_are_per_round_against_the_first():
     def slow():
-        time.sleep(0.012)
+        time.sleep(0.015)
 
     def fast():
         time.sleep(0.003)
@@ -37,9 +36,9 @@ def test_interleaved_ratios_are_per_round_against_the_first():
     r = benchmark.interleaved({"fast": fast, "slow": slow}, pairs=3, budget_s=0.0)
     assert r["rounds"] == 3 and r["k"] == {"fast": 1, "slow": 1}
     assert r["ratio"]["fast"] == 1.0
-    assert 2 < r["ratio"]["slow"] < 6  # 4, give or take a loaded machine's sleep
+    assert 1.5 < r["ratio"]["slow"] < 10  # 5, give or take a loaded machine's sleeps
     p = benchmark.paired(slow, fast, pairs=3, budget_s=0.0)
-    assert set(p) == {"a_s", "b_s", "ratio"} and 2 < p["ratio"] < 6
+    assert set(p) == {"a_s", "b_s", "ratio"} and 1.5 < p["ratio"] < 10
 
 
 def test_slow_calls_get_fewer_rounds_within_max_s():
@@ -105,14 +104,11 @@ def test_random_directions_are_unit_rows():
     np.testing.assert_allclose(jnp.linalg.norm(v, axis=1), 1.0, rtol=1e-6)
 
 
-def test_the_handwritten_loop_trains_one_permutation_per_epoch():
-    net = fnn.Network((16, 8, 10), hidden="relu", output="softmax")
-    x, y = benchmark.synthetic_digits(256, jax.random.key(0), D=16)
-    assert x.shape == (256, 16) and y.shape == (256, 10) and float(y.sum()) == 256
-    params = net.init(jax.random.key(1), jnp.float32)
-    run = benchmark.handwritten_fit(net, "cross_entropy", optax.adam(1e-2), 32)
-    _, losses = run(params, x, y, 20, jax.random.key(2))  # 2 epochs of 8 steps, then 4
-    assert losses.shape == (20,) and losses[-1] < losses[0]
+def test_the_large_data_benchmark_times_fit_against_the_hand_written_scan():
+    # (PyTorch left out: importing it takes seconds; the benchmark's runs exercise it)
+    r = benchmark.bench_large_data(512, 6, 1, 32, sizes=(16, 8, 4), max_s=0.0, torch=False)
+    assert (r["N"], r["steps"], r["rounds"], r["torch_s"]) == (512, 6, 1, None)
+    assert r["fit_over_handwritten"] > 0 and np.isfinite(r["fit_final_loss"])
 
 
 def test_first_result_rows_split_lowering_compile_and_first_call():
