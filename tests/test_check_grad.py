@@ -327,3 +327,17 @@ def test_bad_arguments_get_clear_errors():
         fnn.check_grad(lambda q: jnp.sum(q["w"]), p, order=3)
     with pytest.raises(ValueError, match="float16; expected float32 or float64"):
         fnn.check_grad(lambda q: jnp.sum(q["w"]), {"w": jnp.ones(3, jnp.float16)})
+
+
+def loud_and_quiet(p):
+    return 1e6 * jnp.sum(jnp.sin(p["loud"])) + jnp.sum(jnp.sin(p["quiet"]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_per_leaf_bars_a_quiet_leaf_is_not_swamped_by_a_loud_one(dtype):
+    """Every entry compared (small P), the quiet leaf's gradient 1e6 times smaller: its sign
+    flip fails it, measured against its own scale, not the loud leaf's."""
+    params = _normal(9, {"loud": (3,), "quiet": (3,)}, dtype)
+    assert fnn.check_grad(loud_and_quiet, params).ok
+    grad = _planted(loud_and_quiet, lambda g: {**g, "quiet": -g["quiet"]})
+    assert _failed(fnn.check_grad(loud_and_quiet, params, grad=grad)) == {"['quiet']"}
