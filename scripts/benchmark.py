@@ -211,12 +211,12 @@ def dot_peak(
 
 def bench_peaks(quick: bool) -> list[dict]:
     """float32 under "highest" and under the default precision; float64; bfloat16."""
-    cap = 2048 if quick and jax.default_backend() == "cpu" else None
+    cap = 1024 if quick and jax.default_backend() == "cpu" else None
     return [
         dot_peak(jnp.float32, "highest", cap),
         dot_peak(jnp.float32, None, cap),
-        dot_peak(jnp.float64, None, 1024 if quick else cap),
-        dot_peak(jnp.bfloat16, None, 1024 if quick else cap),
+        dot_peak(jnp.float64, None, cap),
+        dot_peak(jnp.bfloat16, None, cap),
     ]
 
 
@@ -474,6 +474,7 @@ def first_verdict(steps: int) -> dict:
     return out
 
 
+QUICK_VALIDATE = ("--sizes", "4,3,2", "--batch", "8")
 COMPILED = re.compile(r"Finished XLA compilation of (.+?) in ([0-9.]+) sec")
 CACHE_HIT = "Persistent compilation cache hit"
 
@@ -494,15 +495,15 @@ def count_compilations(log: str) -> dict:
     }
 
 
-def bench_validate(runs: int) -> list[dict]:
-    """``python scripts/validate.py`` under ``JAX_LOG_COMPILES=1``, cold (an empty
+def bench_validate(runs: int, args=()) -> list[dict]:
+    """``python scripts/validate.py *args`` under ``JAX_LOG_COMPILES=1``, cold (an empty
     compilation cache folder), then ``runs - 1`` times again on the same cache folder."""
     env = cold_env(JAX_LOG_COMPILES="1")
     rows = []
     for run in range(runs):
         start = time.perf_counter()
         r = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "validate.py")],
+            [sys.executable, str(ROOT / "scripts" / "validate.py"), *args],
             capture_output=True,
             text=True,
             env=env,
@@ -511,7 +512,8 @@ def bench_validate(runs: int) -> list[dict]:
         )
         rows.append(
             {
-                "run": "cold" if run == 0 else "again (cache folder kept)",
+                "run": ("cold" if run == 0 else "again (cache folder kept)")
+                + (f" {' '.join(args)}" if args else ""),
                 "wall_s": time.perf_counter() - start,
                 "exit_code": r.returncode,
                 **count_compilations(r.stdout + r.stderr),
@@ -1325,7 +1327,8 @@ def main(argv=None) -> int:
             show_first_result(console, result["first_result"], result["first_verdict"], None)
     if "validate" in run:
         with run.timed("validate"):
-            result["validate"] = bench_validate(1 if quick else 2)
+            # --quick: the lecture's network only (the whole suite is the full run's)
+            result["validate"] = bench_validate(1, QUICK_VALIDATE) if quick else bench_validate(2)
             show_first_result(console, [], None, result["validate"])
     if "cost_law" in run:
         with run.timed("cost_law"):
