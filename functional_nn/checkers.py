@@ -44,8 +44,9 @@ import numpy as np
 
 from functional_nn.comparison import CheckRow, GradCheckReport, leaf_paths, row_within
 from functional_nn.eps_study import observed_order
-from functional_nn.finite_differences import highest_precision
+from functional_nn.flat import host_rng, leaf_slices, random_leaf_directions, unravel_rows
 from functional_nn.gradcheck import DIRECTIONAL_ABOVE
+from functional_nn.precision import highest_precision
 from functional_nn.references import (
     BARS,
     best_reference,
@@ -53,11 +54,7 @@ from functional_nn.references import (
     custom_primal,
     evaluate_along,
     flatten_function,
-    host_rng,
     jitted,
-    leaf_slices,
-    random_leaf_directions,
-    unravel_rows,
 )
 from functional_nn.validation import check_int
 

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_nn.backprop import autodiff, objective
-from functional_nn.finite_differences import finite_difference_grad, highest_precision
+from functional_nn.finite_differences import finite_difference_grad
+from functional_nn.precision import highest_precision
 
 __all__ = ["EpsStudy", "eps_study", "observed_order"]
 

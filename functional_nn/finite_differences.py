@@ -39,14 +39,14 @@ activation pattern at :math:`\theta \pm h_i e_i` differs from the one at :math:`
 (``pattern``); :mod:`functional_nn.gradcheck` reports those entries as ``kink``.
 
 **Precision.** Every program here runs with the highest matmul precision, whatever the process
-default (:func:`highest_precision`): a float32 difference quotient assumes true float32
-products, which TF32 or bfloat16 matmuls on accelerators are not. The local differences and the
-network methods are in :mod:`functional_nn.network_differences`.
+default (:func:`~functional_nn.precision.highest_precision`): a float32 difference quotient
+assumes true float32 products, which TF32 or bfloat16 matmuls on accelerators are not. The
+local differences and the network methods are in :mod:`functional_nn.network_differences`;
+the flattening of parameters (:func:`ravel_params`) in :mod:`functional_nn.flat`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -56,7 +56,9 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
 from functional_nn.complex_step import CROSS_CHECKS, check_complex_input, complex_step_agrees
+from functional_nn.flat import check_float_dtype, ravel_params, unraveler
 from functional_nn.parallel import auto_mesh
+from functional_nn.precision import highest_precision
 from functional_nn.validation import check_int, check_real, is_concrete
 
 __all__ = [
@@ -67,7 +69,6 @@ __all__ = [
     "evaluations",
     "finite_difference_grad",
     "finite_difference_jacobian",
-    "highest_precision",
     "ravel_params",
     "step_sizes",
     "unraveler",
@@ -76,23 +77,6 @@ __all__ = [
 SCHEMES = ("forward", "central", "complex_step")
 DEFAULT_CHUNK_SIZE = 32
 """Directions per vmapped chunk: the fastest at P = 1e3 and 1e4 (benchmark.py)."""
-
-
-def highest_precision(fn: Callable) -> Callable:
-    """``fn`` run under ``jax.default_matmul_precision("highest")``.
-
-    Checks compare float32 results at bars of 1e-5; a TF32 (GPU) or bfloat16 (TPU) matmul,
-    the default there, is far coarser. The context sets the precision of every matmul traced
-    inside it, also when ``fn`` is traced under a caller's ``jit``; a user's own training keeps
-    the process default.
-    """
-
-    @functools.wraps(fn)
-    def pinned(*args, **kwargs):
-        with jax.default_matmul_precision("highest"):
-            return fn(*args, **kwargs)
-
-    return pinned
 
 
 class FiniteDifferenceResult(NamedTuple):
@@ -110,20 +94,6 @@ class FiniteDifferenceResult(NamedTuple):
     kinks: Any
 
 
-def _check_dtype(dtype, where: str):
-    dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        dtype = jnp.finfo(dtype).dtype
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"{where}: parameters must be floating point; got {dtype}")
-    if jnp.finfo(dtype).bits < 32:
-        raise ValueError(
-            f"{where}: {dtype} has {jnp.finfo(dtype).nmant + 1} significant bits; a "
-            "finite-difference step is meaningless there (cast to float32 or float64)"
-        )
-    return dtype
-
-
 def default_eps(scheme: str, dtype) -> float:
     r"""The default relative step: :math:`\sqrt u` (forward), :math:`u^{1/3}` (central),
     :math:`u` (complex step), for the machine epsilon :math:`u` of ``dtype``.
@@ -132,7 +102,7 @@ def default_eps(scheme: str, dtype) -> float:
     ('1.5e-08', '4.9e-03')
     """
     _check_scheme(scheme, "default_eps")
-    u = float(jnp.finfo(_check_dtype(dtype, "default_eps")).eps)
+    u = float(jnp.finfo(check_float_dtype(dtype, "default_eps")).eps)
     return {"forward": math.sqrt(u), "central": u ** (1 / 3), "complex_step": u}[scheme]
 
 
@@ -256,48 +226,10 @@ def _as_vector_fn(f, unravel, where, scalar: bool):
     return g
 
 
-def ravel_params(tree) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
-    """Flatten a pytree of floating arrays to one vector ``theta`` (row-major, tree order).
-
-    ``unravel`` keeps the dtype of the vector it is given (unlike
-    :func:`jax.flatten_util.ravel_pytree`'s, which casts back), so that a complex step reaches
-    ``f`` complex.
-
-    >>> theta, unravel = ravel_params({"a": jnp.ones((2, 2)), "b": jnp.zeros(1)})
-    >>> theta.tolist(), unravel(theta)["a"].shape
-    ([1.0, 1.0, 1.0, 1.0, 0.0], (2, 2))
-    """
-    leaves = jax.tree_util.tree_leaves(tree)
-    unravel = unraveler(tree)
-    dtype = jnp.result_type(*leaves) if leaves else jnp.float32
-    theta = (
-        jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
-        if leaves
-        else jnp.zeros((0,), dtype)
-    )
-    return theta, unravel
-
-
-def unraveler(tree) -> Callable[[jax.Array], Any]:
-    """The ``unravel`` of :func:`ravel_params`, built from the structure alone (no array op)."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    for leaf in leaves:
-        _check_dtype(jnp.result_type(leaf), "finite differences")
-    shapes = [jnp.shape(leaf) for leaf in leaves]
-    sizes = [math.prod(s) for s in shapes]
-    offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
-
-    def unravel(t):
-        parts = [t[offsets[i] : offsets[i + 1]].reshape(shapes[i]) for i in range(len(shapes))]
-        return jax.tree_util.tree_unflatten(treedef, parts)
-
-    return unravel
-
-
 def _fd(f, x, scheme, eps, chunk_size, pattern, where, scalar, mesh=None, cross_check=True):
     eps, chunk_size = check_step_args(scheme, eps, chunk_size, where)
     theta, unravel = ravel_params(x)
-    dtype = _check_dtype(theta.dtype, where)
+    dtype = check_float_dtype(theta.dtype, where)
     if theta.size == 0:
         raise ValueError(f"{where}: nothing to differentiate (no parameters)")
     eps = default_eps(scheme, dtype) if eps is None else eps

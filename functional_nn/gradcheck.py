@@ -36,7 +36,7 @@ from functional_nn.comparison import (
     compare_leaf,
     leaf_row,
 )
-from functional_nn.finite_differences import default_eps, highest_precision, ravel_params
+from functional_nn.finite_differences import default_eps, ravel_params
 from functional_nn.network import num_params
 from functional_nn.network_differences import (
     complex_step,
@@ -44,6 +44,7 @@ from functional_nn.network_differences import (
     local_finite_differences,
     relu_pattern,
 )
+from functional_nn.precision import highest_precision
 from functional_nn.references import evaluate_along, flatten_function
 
 __all__ = [

@@ -27,10 +27,10 @@ from functional_nn.finite_differences import (
     check_step_args,
     finite_difference_grad,
     finite_difference_jacobian,
-    highest_precision,
 )
 from functional_nn.losses import Loss
 from functional_nn.network import Layer, Network, Params
+from functional_nn.precision import highest_precision
 
 __all__ = [
     "complex_step",

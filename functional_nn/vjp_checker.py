@@ -36,18 +36,16 @@ from functional_nn.comparison import (
     leaf_row,
     row_within,
 )
-from functional_nn.finite_differences import highest_precision
+from functional_nn.flat import host_rng, leaf_slices, random_leaf_directions
 from functional_nn.gradcheck import DIRECTIONAL_ABOVE
+from functional_nn.precision import highest_precision
 from functional_nn.references import (
     BARS,
     best_reference,
     check_dtype,
     custom_primal,
     flatten_function,
-    host_rng,
     jitted,
-    leaf_slices,
-    random_leaf_directions,
 )
 from functional_nn.validation import check_int
 
