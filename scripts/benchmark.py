@@ -10,7 +10,7 @@ and labelled with its matmul precision. Cold figures (compile, first call, the c
 Run it when nothing else runs; every section prints its wall and CPU seconds.
 
     python scripts/benchmark.py                 # everything (about 6 minutes on 2 cores)
-    python scripts/benchmark.py --quick         # smaller sizes, fewer pairs (about 1.5 minutes)
+    python scripts/benchmark.py --quick         # smaller sizes, fewer rounds (about 2 minutes)
     python scripts/benchmark.py --only peak,methods --json bench.json
     python scripts/benchmark.py --skip validate,sympy
 
@@ -340,11 +340,15 @@ def bench_jacobian_chain(dtype, pairs: int, batch: int = 1000) -> dict:
 # ------------------------------------------------------------------------------------------
 
 
-def cold_env(devices: int | None = None, **extra) -> dict:
+def cold_env(devices: int | None = None, cache: bool = True, **extra) -> dict:
     """The environment of a cold subprocess: JAX's persistent compilation cache pointed at a
-    new empty folder; with ``devices``, that many simulated devices forced onto the CPU
-    platform (``JAX_PLATFORMS=cpu``, ``--xla_force_host_platform_device_count``)."""
+    new empty folder (``cache=False``: turned off, as in a user's process, where the library
+    never turns it on; a program compiled twice then costs twice); with ``devices``, that many
+    simulated devices forced onto the CPU platform (``JAX_PLATFORMS=cpu``,
+    ``--xla_force_host_platform_device_count``)."""
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(prefix="fnn-cold-")}
+    if not cache:
+        env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     if jax.default_backend() == "gpu":  # this process holds 75% of the GPU's memory already
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if devices is not None:
@@ -1020,7 +1024,7 @@ def show_first_result(console, rows, verdict, validate):
     if rows:
         console.print(
             _table(
-                "time to first result: a fresh process, an empty compilation cache (float32)",
+                "time to first result: a fresh process, no persistent compilation cache (float32)",
                 (
                     "method",
                     "network",
@@ -1322,7 +1326,7 @@ def main(argv=None) -> int:
                 else [n[0] for n in FIRST_NETWORKS]
             )
             arg = {"networks": nets, "methods": FIRST_METHODS, "steps": 1000}
-            cold = run_worker("first_result", arg, cold_env())
+            cold = run_worker("first_result", arg, cold_env(cache=False))
             result["first_verdict"], result["first_result"] = cold["verdict"], cold["rows"]
             show_first_result(console, result["first_result"], result["first_verdict"], None)
     if "validate" in run:

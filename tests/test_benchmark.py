@@ -63,6 +63,7 @@ def test_cold_env_empties_the_cache_and_forces_simulated_devices_onto_the_cpu(mo
     assert list(Path(env["JAX_COMPILATION_CACHE_DIR"]).iterdir()) == []
     monkeypatch.delenv("JAX_PLATFORMS", raising=False)
     assert "JAX_PLATFORMS" not in benchmark.cold_env()  # a cold process keeps the device
+    assert benchmark.cold_env(cache=False)["JAX_ENABLE_COMPILATION_CACHE"] == "false"
 
 
 def test_compilations_are_counted_from_jax_0_10_log_lines():
