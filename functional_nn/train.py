@@ -18,6 +18,12 @@ when early stopping says so; the carried state is donated from call to call; the
 next chunk before it reads the previous chunk's losses, so the device never waits for it; the
 compiled programs are kept in a cache keyed by what they compute (an equal, freshly built
 optimizer reuses them), and one program serves every chunk, the last and shorter one included.
+
+Nothing in the steps is spent on the failure path: no branch and no copy of the parameters per
+step. Each chunk instead returns a copy of the state it started from (its anchor, one copy per
+chunk); when step t's loss is not finite, the parameters of step t - 1 are recomputed from the
+anchor that precedes it by the same program, bit for bit. Memory: the running state plus up to
+three anchors (the chunks in flight and the last one read).
 """
 
 from __future__ import annotations
