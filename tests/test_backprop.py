@@ -331,7 +331,7 @@ def test_integer_params_and_list_params_are_refused_the_same_way(name, key):
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])  # float32: the property test
 def test_gradients_come_back_in_the_dtype_of_params(name, dtype, key):
     net = Network((4, 3, 1))
     params, x, y = _problem(net, "bce", key, 8, "float32")
@@ -372,7 +372,7 @@ def test_value_checks_never_copy_a_whole_device_array_to_the_host(where, key, ho
         monkeypatch.setattr(validation, "_in_host_memory", lambda a: False)
     net = Network((16, 8, 3), output="softmax")
     params, x, y = _problem(net, "cross_entropy", key, 64)
-    for method in ALL.values():
+    for method in ALL.values() if where == "cpu" else [backprop]:  # one prepare() for all
         host_reads.clear()
         method(net, "cross_entropy", params, x, y)
         if where == "accelerator":
