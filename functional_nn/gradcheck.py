@@ -126,6 +126,13 @@ def _jitted(method, net, loss, reduction: str, info: bool):
     return jax.jit(functools.partial(method, net, loss, **kw))
 
 
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+"""XLA options for small problems: half the compile time (measured: the complex step of the
+lecture's network, 0.99 s -> 0.63 s of CPU) for runs that stay under a millisecond."""
+
+SMALL = 10_000
+"""Problems with ``P * x.size`` up to this compile with :data:`FAST_COMPILE`."""
+
 _EXECUTABLES: dict = {}
 """Compiled programs by (method, net, loss, reduction, info, argument types): equal
 configurations share one program across calls."""
@@ -154,12 +161,17 @@ def _compile_all(methods, net, loss, params, x, y, reduction) -> dict:
     workers = min(len(lowered), os.cpu_count() or 1)
     if lowered:
         with ThreadPoolExecutor(max(workers, 1)) as pool:
-            done = pool.map(lambda item: item[2].compile(), lowered.values())
+            options = FAST_COMPILE if num_params(params) * max(jnp.size(x), 1) <= SMALL else None
+            done = pool.map(
+                lambda item: item[2].compile(compiler_options=options), lowered.values()
+            )
             compiled = dict(zip(lowered, done, strict=True))
         for name, (key, info, _) in lowered.items():
             out[name] = (compiled[name], info)
             if key is not None:
                 _EXECUTABLES[key] = out[name]
+                if len(_EXECUTABLES) > 256:  # the oldest goes first
+                    del _EXECUTABLES[next(iter(_EXECUTABLES))]
     return out
 
 
