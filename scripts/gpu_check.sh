@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The accelerator check of functional_nn, one short script (about 6 minutes, 8 at most):
+# The accelerator check of functional_nn, one short script (about 6 minutes, 9 at most; the
+# CUDA wheels' download is the longest step):
 # the device and card, a fresh virtual environment with JAX's CUDA 12 wheels, then
 # scripts/validate.py, scripts/benchmark.py --quick, and the tests that matter on an
 # accelerator (float32 gradient checks, precision pinning, fit). Every step has its own
@@ -16,7 +17,7 @@
 #   --no-install  use the python already on PATH instead of building a fresh venv
 # Environment: VENV (default /tmp/functional_nn-gpu-venv, outside the working tree),
 #   JAX_VERSION (default 0.10.2: jax-cuda12-plugin 0.10.2 is on PyPI), WHEELS (a folder of
-#   downloaded wheels, for a machine with no network), TOTAL_S (default 480), OUT (a folder
+#   downloaded wheels, for a machine with no network), TOTAL_S (default 540), OUT (a folder
 #   for the logs and the benchmark's JSON; default a temp folder). Without a network and
 #   without WHEELS, the install fails and the script goes on with python3 if it has jax.
 set -uo pipefail
@@ -27,7 +28,7 @@ for arg in "$@"; do
         --cpu) cpu=1 ;;
         --smoke) smoke=1 ;;
         --no-install) install=0 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -35,7 +36,7 @@ done
 cd "$(dirname "$0")/.." || exit 2
 VENV=${VENV:-/tmp/functional_nn-gpu-venv}
 JAX_VERSION=${JAX_VERSION:-0.10.2}
-TOTAL_S=${TOTAL_S:-480}
+TOTAL_S=${TOTAL_S:-540}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 # The benchmark's cold subprocesses start while its own process holds the GPU: no process
@@ -84,7 +85,7 @@ if ((install)); then
     if ((gpu)); then jax_req="jax[cuda12]==$JAX_VERSION"; else jax_req="jax==$JAX_VERSION"; fi
     from=""
     if [ -n "${WHEELS:-}" ]; then from="--no-index --find-links $WHEELS"; fi
-    step install 200 bash -c "python3 -m venv '$VENV' && . '$VENV/bin/activate' \
+    step install 300 bash -c "python3 -m venv '$VENV' && . '$VENV/bin/activate' \
         && python -m pip install -q $from -e '.[test,scripts]' '$jax_req'"
     if "$VENV/bin/python" -c "import jax, functional_nn" 2> /dev/null; then
         PY="$VENV/bin/python"
