@@ -1074,7 +1074,7 @@ def show_first_result(console, rows, verdict, validate):
                     "wall s",
                     "XLA compilations",
                     "persistent-cache hits",
-                    "compile s",
+                    "compile s (hits too)",
                     "exit",
                     "slowest compilations",
                 ),
