@@ -4,6 +4,7 @@ The device count must be set before JAX starts, so each check runs in a fresh in
 with XLA_FLAGS=--xla_force_host_platform_device_count=4.
 """
 
+import fcntl
 import json
 import os
 import subprocess
@@ -91,13 +92,27 @@ PROGRAM = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def four_devices():
+def _run_four_devices():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     r = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True,
                        cwd=ROOT, env=env, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return r.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def four_devices(tmp_path_factory):
+    """The program's results, computed once per test run: under pytest-xdist the workers
+    share them through a file in the run's temporary folder (the first one computes)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return json.loads(_run_four_devices())
+    shared = tmp_path_factory.getbasetemp().parent  # one folder per run, shared by the workers
+    result = shared / "four_devices.json"
+    with open(shared / "four_devices.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            result.write_text(_run_four_devices())
+    return json.loads(result.read_text())
 
 
 @pytest.mark.parametrize("batch", ["None", "32"])
