@@ -227,7 +227,7 @@ def diverging():
     return net, net.init(jax.random.key(0)), ds.x_train, ds.y_train, optax.sgd(1e4)
 
 
-@pytest.mark.parametrize("chunk_size", [7, 13, 100])  # 13: the failing step opens a chunk
+@pytest.mark.parametrize("chunk_size", [7, 13])  # 13: the failing step (26) opens a chunk
 def test_a_non_finite_loss_stops_fit_with_the_last_finite_parameters(diverging, chunk_size):
     net, params, x, y, opt = diverging
     p, h = fit(net, "bce", params, x, y, opt, steps=200, chunk_size=chunk_size)
