@@ -96,7 +96,11 @@ def value_stats(a: Any, lo: float | None = None, hi: float | None = None,
     (1, 0, 1)
     """
     if isinstance(a, jax.Array) and not _in_host_memory(a):
-        counts, values = jax.device_get(_device_stats(a, lo, hi, float(rows_tol)))
+        stats = _device_stats(a, lo, hi, float(rows_tol))
+        if isinstance(stats[0], jax.core.Tracer):  # ``a`` is a constant inside a trace
+            with jax.ensure_compile_time_eval():
+                stats = _device_stats(a, lo, hi, float(rows_tol))
+        counts, values = jax.device_get(stats)
     else:
         a = np.asarray(a)
         counts, values = _stats(np, a.astype(np.float64), lo, hi, float(rows_tol))
