@@ -36,6 +36,7 @@ from functional_nn.comparison import (
     compare_leaf,
     leaf_row,
 )
+from functional_nn.compilation_cache import FAST_COMPILE
 from functional_nn.finite_differences import default_eps, ravel_params
 from functional_nn.network import num_params
 from functional_nn.network_differences import (
@@ -125,10 +126,6 @@ def _jitted(method, net, loss, reduction: str, info: bool):
         kw["return_info"] = True
     return jax.jit(functools.partial(method, net, loss, **kw))
 
-
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-"""XLA options for small problems: half the compile time (measured: the complex step of the
-lecture's network, 0.99 s -> 0.63 s of CPU) for runs that stay under a millisecond."""
 
 SMALL = 10_000
 """Problems with ``P * x.size`` up to this compile with :data:`FAST_COMPILE`."""
