@@ -29,7 +29,9 @@ three anchors (the chunks in flight and the last one read).
 from __future__ import annotations
 
 import collections
+import functools
 import time
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -341,15 +343,66 @@ def _const_key(c):
     return (a.dtype.str, a.shape, a.tobytes())
 
 
+_VALUE_TYPES = (type(None), bool, int, float, complex, str, bytes)
+
+
+class _EmptyCell:
+    """Stands for a closure cell not filled yet."""
+
+
+def _cell(c):
+    try:
+        return c.cell_contents
+    except ValueError:  # an empty cell
+        return _EmptyCell
+
+
+def _closure_key(obj, depth: int = 0):
+    """What a function built from closures computes, as a hashable value: its code, its module
+    and, recursively, what it closes over (numbers by value, small arrays by their bytes, other
+    objects by identity); ``None`` when that cannot be said (too deep, a large array).
+
+    Two ``optax.adam(1e-3)`` are equal NamedTuples of closures over equal values, so their
+    keys are equal; ``optax.adam(2e-3)`` differs in one closed-over number."""
+    if depth > 16:
+        return None
+    sub = lambda o: _closure_key(o, depth + 1)  # noqa: E731
+    if isinstance(obj, _VALUE_TYPES):
+        return (type(obj), obj)
+    if isinstance(obj, types.FunctionType):
+        parts = (tuple(sub(_cell(c)) for c in obj.__closure__ or ()),
+                 sub(obj.__defaults__), sub(obj.__kwdefaults__))  # fmt: skip
+        if None in parts[0] or parts[1] is None or parts[2] is None:
+            return None
+        return ("function", obj.__code__, id(obj.__globals__), *parts)
+    if isinstance(obj, functools.partial):
+        parts = (sub(obj.func), sub(obj.args), sub(obj.keywords))
+        return None if None in parts else ("partial", *parts)
+    if isinstance(obj, (tuple, list)):
+        items = tuple(sub(o) for o in obj)
+        return None if None in items else (type(obj), items)
+    if isinstance(obj, dict):
+        items = tuple((k, sub(v)) for k, v in obj.items())
+        return None if any(v is None for _, v in items) else (dict, items)
+    if isinstance(obj, (np.ndarray, np.generic, jax.Array)):
+        return None if isinstance(obj, jax.core.Tracer) else _const_key(obj)
+    try:
+        hash(obj)
+    except TypeError:
+        return None
+    return ("object", obj)  # by identity (the key keeps it alive): never wrongly shared
+
+
 def _optimizer_key(optimizer, params):
-    """What the optimizer computes on parameters of these shapes: the jaxprs of its ``init``
-    and ``update``, the structure of its state and the values of the arrays it closes over.
+    """What the optimizer computes, as a hashable key for the program cache.
 
     optax optimizers are NamedTuples of closures, so two calls of ``optax.adam(1e-3)`` are two
-    unequal objects; their jaxprs are equal (a learning rate closed over as a Python number is
-    a literal of the jaxpr, one held in an array is a constant compared by value), and
-    ``optax.adam(2e-3)`` differs. An optimizer that cannot be traced on its own, or closes
-    over large arrays, is keyed by itself (by identity). The key of each object is memoized.
+    unequal objects. First, :func:`_closure_key`: their code and closed-over values, which is
+    equal for the two and differs for ``optax.adam(2e-3)`` (microseconds). Where that cannot be
+    said, what it computes on parameters of these shapes: the jaxprs of ``init`` and
+    ``update`` (a number closed over is a literal there, an array a constant compared by
+    value), the structure of the state. An optimizer that cannot be traced on its own, or
+    closes over large arrays, is keyed by itself (by identity). Keys of objects are memoized.
     """
     shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), a.dtype), params)
     memo = (id(optimizer), jax.tree_util.tree_structure(shapes),
@@ -357,6 +410,9 @@ def _optimizer_key(optimizer, params):
     if memo in _OPTIMIZER_KEYS:
         _OPTIMIZER_KEYS.move_to_end(memo)
         return _OPTIMIZER_KEYS[memo][1]
+    closures = _closure_key(optimizer)
+    if closures is not None:  # microseconds: no tracing
+        return ("closures", closures)
     try:
         init, state = jax.make_jaxpr(optimizer.init, return_shape=True)(shapes)
         update, out = jax.make_jaxpr(optimizer.update, return_shape=True)(shapes, state, shapes)
@@ -438,16 +494,17 @@ def _check_fit_args(optimizer, gradient, x, y, steps, batch_size, key, x_val, y_
 
 
 _VALUES_CHECKED: dict = {}  # (id(x), id(y), loss) -> weak references to x and y
+_CHECK_ONCE_SIZE = 1 << 20  # below this many entries, checking again is cheaper than tracing
 
 
 def _prepare(net, loss, params, x, y, reduction, where):
-    """``prepare``'s checks; the values of ``x`` and ``y`` (finite, targets in range) only once
-    per pair of ``jax.Array`` objects and loss: they are immutable, so a second ``fit`` on the
-    same data (a sweep, a benchmark) does not read them again. Shapes and ``params`` are checked
-    at every call. Returns the Loss."""
+    """``prepare``'s checks; the values of large ``x`` and ``y`` (finite, targets in range) only
+    once per pair of ``jax.Array`` objects and loss: they are immutable, so a second ``fit`` on
+    the same data (a sweep, a benchmark) does not read them again. Shapes and ``params`` are
+    checked at every call. Returns the Loss."""
     key = (id(x), id(y), loss if isinstance(loss, str) else id(loss))
     refs = _VALUES_CHECKED.get(key)
-    if refs is not None and refs[0]() is x and refs[1]() is y:
+    if refs is not None and refs[0]() is x and refs[1]() is y:  # large jax.Arrays seen before
         checked = []
 
         def shapes(x, y):  # x and y are tracers here: only their shapes and dtypes are checked
@@ -457,7 +514,8 @@ def _prepare(net, loss, params, x, y, reduction, where):
         jax.eval_shape(shapes, x, y)
         return checked[0]
     result = prepare(net, loss, params, x, y, reduction, where)[0]
-    if isinstance(x, jax.Array) and isinstance(y, jax.Array):
+    large = np.size(x) + np.size(y) >= _CHECK_ONCE_SIZE
+    if large and isinstance(x, jax.Array) and isinstance(y, jax.Array):
         drop = lambda _: _VALUES_CHECKED.pop(key, None)  # noqa: E731
         _VALUES_CHECKED[key] = (weakref.ref(x, drop), weakref.ref(y, drop))
     return result
@@ -498,7 +556,8 @@ def fit(
         net, loss, params: the network, its loss and the starting parameters (never modified).
         x, y: the training set, ``(N, D)`` with ``N >= 1``, and the shape of ``y_hat``; NumPy or
             JAX arrays, put on the device once. Their values (finite, targets in range) are
-            checked once per ``jax.Array`` object (immutable), at every call for NumPy ones.
+            checked at every call, except those of large ``jax.Array`` objects (a million
+            entries and more): immutable, they are checked once.
         optimizer: any optax ``GradientTransformation``, built: ``optax.adam(1e-3)``, not
             ``optax.adam``; default :func:`gradient_descent` (1e-3), the lecture's.
         steps: optimizer steps to take (an int >= 1).

@@ -346,6 +346,14 @@ def test_optimizer_keys_tell_equal_optimizers_from_different_ones():
     schedule = optax.exponential_decay(1e-3, 100, 0.5)
     assert key(optax.adam(schedule)) == key(optax.adam(optax.exponential_decay(1e-3, 100, 0.5)))
     assert key(optax.adam(schedule)) != key(optax.adam(optax.exponential_decay(1e-3, 100, 0.6)))
+    # the path that traces: an optimizer closing over something it cannot read by value
+    from functional_nn.train import _closure_key
+
+    everything = lambda self, p: jax.tree_util.tree_map(lambda _: True, p)  # noqa: E731
+    mask = type("Mask", (), {"__hash__": None, "__call__": everything})  # unhashable
+    masked = lambda lr: optax.masked(optax.adam(lr), mask())  # noqa: E731
+    assert _closure_key(masked(1e-3)) is None and key(masked(1e-3))[0] == "jaxpr"
+    assert key(masked(1e-3)) == key(masked(1e-3)) != key(masked(2e-3))
 
 
 # -- the data go to the device once, the losses come back ------------------------------------------
