@@ -1,5 +1,6 @@
 """Training: the lecture's update, fit against independent solvers, trajectories, accuracy."""
 
+import collections
 import functools
 
 import jax
@@ -386,3 +387,49 @@ def test_fit_copies_only_its_losses_to_the_host(host_reads, monkeypatch, key):
     # and 3 numbers, then the best step: nothing of the size of x, y or the parameters
     chunks = -(-250 // 50)
     assert sorted(host_reads[checked[-1] :]) == sorted([50, 50, 3] * chunks + [1]), host_reads
+
+
+def test_the_next_chunk_is_sent_before_the_last_one_is_read_and_the_state_donated(monkeypatch, key):
+    import functional_nn.train as train
+
+    events, programs, device_get = [], train._programs, jax.device_get
+
+    def spy(config):
+        p = programs(config)
+
+        def run(state, data):
+            out = p.run(state, data)
+            events.append("run" if state.params[0].W.is_deleted() else "run, not donated")
+            return out
+
+        return p._replace(run=run)
+
+    def read(x):
+        events.append("read")
+        return device_get(x)
+
+    monkeypatch.setattr(train, "_programs", spy)
+    monkeypatch.setattr(train, "_PROGRAMS", collections.OrderedDict())
+    monkeypatch.setattr(train.jax, "device_get", read)
+    net = Network((2, 3, 1))
+    _, h = fit(net, "bce", net.init(key), jnp.ones((8, 2)), jnp.ones((8, 1)), steps=130,
+               chunk_size=50)  # fmt: skip
+    assert h.steps == 130
+    assert events == ["run", "run", "read", "run", "read", "read"]
+
+
+def test_the_permutation_drawn_once_per_epoch_gives_the_batches_of_each_step(key):
+    from functional_nn.train import _Carry, make_step
+
+    ds = load_dataset("moons")  # 320 samples, 64 a batch: 5 steps an epoch
+    net = Network((2, 4, 1))
+    params, opt = net.init(key), optax.adam(1e-2)
+    _, h = fit(net, "bce", params, ds.x_train, ds.y_train, opt, 13, 64, jax.random.key(1),
+               chunk_size=4)  # fmt: skip
+    step = jax.jit(make_step(net, "bce", opt, fnn.backprop, "sum", 64, 0.0, False))
+    carry, losses = _Carry(params, opt.init(params), params, jnp.inf, 0), []
+    data = (ds.x_train, ds.y_train, None, None, jax.random.key(1))
+    for t in range(13):  # the reference draws step t's epoch permutation at every step
+        carry, (J, _) = step(carry, t, data)
+        losses.append(float(J))
+    np.testing.assert_array_equal(h.loss, losses)
