@@ -43,12 +43,12 @@ import bench_fit  # noqa: E402  (scripts/: the large-data problem and the hand-w
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import functional_nn as fnn  # noqa: E402
-from functional_nn.gradcheck import directional_derivatives  # noqa: E402
+from functional_nn.finite_differences import ravel_params, step_sizes  # noqa: E402
+from functional_nn.gradcheck import directional_derivatives, random_directions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = (
@@ -551,13 +551,6 @@ def _central(net, loss, chunk_size=None):
     return jax.jit(grad)
 
 
-def random_directions(params, k: int, key) -> jax.Array:
-    """``k`` random unit directions in the flattened parameter space, ``(k, P)``."""
-    theta, _ = ravel_pytree(params)
-    v = jax.random.normal(key, (k, theta.shape[0]), theta.dtype)
-    return v / jnp.linalg.norm(v, axis=1, keepdims=True)
-
-
 def _directional(net, loss, v):
     return jax.jit(lambda p, x, y: directional_derivatives(net, loss, p, x, y, v))
 
@@ -622,9 +615,8 @@ def python_loop(net, loss, params, x, y, columns: int = LOOP_COLUMNS):
     """Central differences as a user's Python loop of jitted single evaluations: 2 calls per
     column, over the first ``columns`` columns (each column costs the same)."""
     J = fnn.objective(net, loss)
-    theta, unravel = ravel_pytree(params)
-    eps = fnn.default_eps("central", theta.dtype)
-    h = (theta + eps * jnp.maximum(1, jnp.abs(theta))) - theta  # exact theta +- h
+    theta, unravel = ravel_params(params)
+    h = step_sizes(theta, "central", fnn.default_eps("central", theta.dtype))  # theta +- h exact
     one = jax.jit(lambda t: J(unravel(t), x, y))
 
     def loop(*_):

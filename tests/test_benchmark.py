@@ -98,13 +98,6 @@ def test_the_python_loop_computes_the_central_difference_columns():
     np.testing.assert_allclose(np.array(columns), grads[:4], rtol=1e-6)
 
 
-def test_random_directions_are_unit_rows():
-    params = fnn.Network((3, 2, 1)).init(jax.random.key(0), jnp.float32)
-    v = benchmark.random_directions(params, 4, jax.random.key(1))
-    assert v.shape == (4, fnn.num_params(params))
-    np.testing.assert_allclose(jnp.linalg.norm(v, axis=1), 1.0, rtol=1e-6)
-
-
 def test_the_large_data_benchmark_times_fit_against_the_hand_written_scan():
     # (PyTorch left out: importing it takes seconds; the benchmark's runs exercise it)
     r = benchmark.bench_large_data(512, 6, 1, 32, sizes=(16, 8, 4), max_s=0.0, torch=False)
