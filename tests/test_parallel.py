@@ -4,15 +4,12 @@ The device count must be set before JAX starts, so each check runs in a fresh in
 with XLA_FLAGS=--xla_force_host_platform_device_count=4.
 """
 
-import fcntl
 import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,59 +94,53 @@ def _run_four_devices():
     r = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True,
                        cwd=ROOT, env=env, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    return r.stdout.strip().splitlines()[-1]
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def four_devices(tmp_path_factory):
-    """The program's results, computed once per test run: under pytest-xdist the workers
-    share them through a file in the run's temporary folder (the first one computes)."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return json.loads(_run_four_devices())
-    shared = tmp_path_factory.getbasetemp().parent  # one folder per run, shared by the workers
-    result = shared / "four_devices.json"
-    with open(shared / "four_devices.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not result.exists():
-            result.write_text(_run_four_devices())
-    return json.loads(result.read_text())
+# One test runs the program and checks each property below: under pytest-xdist, tests sharing a
+# fixture land on several workers, and each would start the 4-device interpreter again.
 
 
-@pytest.mark.parametrize("batch", ["None", "32"])
-def test_data_parallel_fit_gives_the_single_device_parameters(four_devices, batch):
-    result = four_devices[f"fit_{batch}"]
-    assert result["devices"] == 4  # parameters live replicated on every device
-    assert result["param_error"] <= 1e-12
-    assert result["loss_error"] <= 1e-12
-    assert result["val_error"] <= 1e-12
+def _data_parallel_fit_gives_the_single_device_parameters(result):
+    for batch in ("None", "32"):
+        fit = result[f"fit_{batch}"]
+        assert fit["devices"] == 4, fit  # parameters live replicated on every device
+        assert fit["param_error"] <= 1e-12, fit
+        assert fit["loss_error"] <= 1e-12 and fit["val_error"] <= 1e-12, fit
 
 
-@pytest.mark.parametrize("batch", ["None", "32"])
-def test_the_data_are_split_along_samples_never_replicated(four_devices, batch):
-    shards = four_devices[f"fit_{batch}"]["shards"]
-    assert shards == {"x": [[64, 2]], "x_val": [[16, 2]], "x_devices": 4}  # N / n rows each
+def _the_data_are_split_along_samples_never_replicated(result):
+    for batch in ("None", "32"):  # N / n rows on each device, validation set too
+        shards = result[f"fit_{batch}"]["shards"]
+        assert shards == {"x": [[64, 2]], "x_val": [[16, 2]], "x_devices": 4}, shards
 
 
-def test_the_minibatch_loop_moves_batches_and_gradients_never_the_data_set(four_devices):
+def _the_minibatch_loop_moves_batches_and_gradients_never_the_data_set(result):
     # the batch (32 rows) is gathered from the shards and reduced; gradients are all-reduced
-    shapes = four_devices["collective_shapes"]
+    shapes = result["collective_shapes"]
     assert shapes and not any(s.startswith(("256", "64,")) for s in shapes), shapes
 
 
-def test_sizes_that_do_not_divide_by_the_devices_are_refused(four_devices):
-    assert (
-        "the batch size is 30, which does not divide by the mesh's 4 devices"
-        in four_devices["indivisible_batch"]
-    )
-    assert "N (the training samples) is 254" in four_devices["indivisible_n"]
-    assert "x[:252]" in four_devices["indivisible_n"]
-    assert "the validation set's size is 63" in four_devices["indivisible_val"]
+def _sizes_that_do_not_divide_by_the_devices_are_refused(result):
+    batch, n, val = result["indivisible_batch"], result["indivisible_n"], result["indivisible_val"]
+    assert "the batch size is 30, which does not divide by the mesh's 4 devices" in batch
+    assert "N (the training samples) is 254" in n and "x[:252]" in n
+    assert "the validation set's size is 63" in val
 
 
-def test_sharded_finite_differences_give_the_identical_gradient(four_devices):
-    fd = four_devices["fd"]
+def _sharded_finite_differences_give_the_identical_gradient(result):
+    fd = result["fd"]
     assert fd["P"] == 2 * 8 + 8 + 8 * 8 + 8 + 8 + 1
     assert fd["identical"], fd
+
+
+def test_on_four_simulated_devices():
+    result = _run_four_devices()
+    _data_parallel_fit_gives_the_single_device_parameters(result)
+    _the_data_are_split_along_samples_never_replicated(result)
+    _the_minibatch_loop_moves_batches_and_gradients_never_the_data_set(result)
+    _sizes_that_do_not_divide_by_the_devices_are_refused(result)
+    _sharded_finite_differences_give_the_identical_gradient(result)
 
 
 def test_train_script_runs_data_parallel_on_two_devices(tmp_path):
