@@ -1,5 +1,6 @@
 """The benchmark's measuring pieces, on tiny problems (seconds; the real runs are the script's)."""
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,14 @@ def test_compilations_are_counted_from_jax_0_10_log_lines():
     assert (c["compilations"], c["cache_hits"], c["lowerings"]) == (2, 1, 2)
     assert c["compile_s"] == pytest.approx(2.51)
     assert c["slowest"][0] == "jit(h) 2.0 s"
+
+
+def test_the_installed_jax_logs_the_lines_that_are_counted():
+    code = "import jax, jax.numpy as jnp; jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3))"
+    env = benchmark.cold_env(JAX_LOG_COMPILES="1", JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    c = benchmark.count_compilations(r.stdout + r.stderr)
+    assert r.returncode == 0 and c["compilations"] >= 1 and c["lowerings"] >= 1, r.stderr
 
 
 def test_factor_entries_of_the_lecture_network():
