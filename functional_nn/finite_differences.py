@@ -59,11 +59,13 @@ from functional_nn.complex_step import CROSS_CHECKS, check_complex_input, comple
 from functional_nn.flat import check_float_dtype, ravel_params, unraveler
 from functional_nn.parallel import auto_mesh
 from functional_nn.precision import highest_precision
-from functional_nn.validation import check_int, check_real, is_concrete
+from functional_nn.validation import check_finite, check_int, check_real, is_concrete
 
 __all__ = [
     "SCHEMES",
     "FiniteDifferenceResult",
+    "check_eps_for_dtype",
+    "check_finite_leaves",
     "check_step_args",
     "default_eps",
     "evaluations",
@@ -132,6 +134,54 @@ def check_step_args(scheme, eps, chunk_size, where: str):
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", where)
     return eps, chunk_size
+
+
+def check_eps_for_dtype(scheme: str, eps, dtype, where: str) -> None:
+    r"""Refuse a concrete ``eps`` too small for ``dtype``, where every step would be lost.
+
+    Forward and central differences need :math:`\theta_i + h_i \ne \theta_i`: an ``eps``
+    below the machine epsilon :math:`u` rounds the step to 0 (or to a few ulps of
+    :math:`\theta_i`) and the quotient is ``nan`` or noise. The complex step subtracts
+    nothing but needs :math:`h` representable: an ``eps`` below :math:`\sqrt{\text{tiny}}`
+    underflows :math:`h` or the imaginary part :math:`h f'` it carries. A traced ``eps`` (an
+    eps study) passes.
+
+    >>> try:
+    ...     check_eps_for_dtype("central", 1e-9, "float32", "finite_difference_grad")
+    ... except ValueError as e:
+    ...     print(str(e)[:70])
+    finite_difference_grad: eps=1e-09 is below the machine epsilon of floa
+    """
+    if eps is None or not is_concrete(eps):
+        return
+    dtype = check_float_dtype(dtype, where)
+    info = jnp.finfo(dtype)
+    eps = float(eps)
+    if scheme == "complex_step":
+        floor = math.sqrt(float(info.tiny))
+        if eps < floor:
+            raise ValueError(
+                f"{where}: eps={eps!r} is too small for the complex step in {dtype.name}: the "
+                f"step h (and the imaginary part h f' it carries) underflows below "
+                f"sqrt(tiny) = {floor:.1e}; use eps >= {floor:.1e} (default "
+                f"{default_eps(scheme, dtype):.1e})"
+            )
+    elif eps < float(info.eps):
+        raise ValueError(
+            f"{where}: eps={eps!r} is below the machine epsilon of {dtype.name} "
+            f"({float(info.eps):.1e}): the step (theta + h) - theta rounds to 0 and every "
+            f"{scheme} difference is nan or noise; use eps >= {float(info.eps):.1e} (default "
+            f"{default_eps(scheme, dtype):.1e})"
+        )
+
+
+def check_finite_leaves(tree: Any, name: str, where: str) -> None:
+    """Raise ``ValueError`` naming the first concrete leaf of ``tree`` with a non-finite entry
+    (``name`` is the argument, e.g. ``"params"``; tracers pass): a difference quotient, or a
+    check, at a ``nan`` point says nothing about the gradient."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if hasattr(leaf, "dtype") or isinstance(leaf, (int, float, complex)):
+            check_finite(leaf, f"{name}{jax.tree_util.keystr(path)}", where)
 
 
 def step_sizes(theta: jax.Array, scheme: str, eps: float) -> jax.Array:
@@ -232,6 +282,8 @@ def _fd(f, x, scheme, eps, chunk_size, pattern, where, scalar, mesh=None, cross_
     dtype = check_float_dtype(theta.dtype, where)
     if theta.size == 0:
         raise ValueError(f"{where}: nothing to differentiate (no parameters)")
+    check_eps_for_dtype(scheme, eps, dtype, where)
+    check_finite_leaves(x, "params" if scalar else "x", where)
     eps = default_eps(scheme, dtype) if eps is None else eps
     g = _as_vector_fn(f, unravel, where, scalar)
     if scheme == "complex_step":
@@ -307,7 +359,15 @@ def finite_difference_grad(
     >>> [round(float(v), 3) for v in r.value["w"]], r.evaluations
     ([3.0, 12.0], 4)
     """
-    where = "finite_difference_grad"
+    return fd_grad(
+        f, params, scheme, eps, chunk_size, pattern, return_info, mesh, cross_check,
+        "finite_difference_grad",
+    )  # fmt: skip
+
+
+def fd_grad(f, params, scheme, eps, chunk_size, pattern, return_info, mesh, cross_check, where):
+    """:func:`finite_difference_grad` with its errors labelled ``where`` (the public method
+    that called it: ``finite_differences``, ``complex_step``)."""
     theta, unravel, columns, crossed, n = _fd(
         f, params, scheme, eps, chunk_size, pattern, where, True, mesh, cross_check
     )

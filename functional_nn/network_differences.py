@@ -24,8 +24,10 @@ from jax.sharding import Mesh
 from functional_nn.backprop import objective, prepare, reduction_scale, summed_loss, use_fused
 from functional_nn.finite_differences import (
     FiniteDifferenceResult,
+    check_eps_for_dtype,
+    check_finite_leaves,
     check_step_args,
-    finite_difference_grad,
+    fd_grad,
     finite_difference_jacobian,
 )
 from functional_nn.losses import Loss
@@ -166,7 +168,11 @@ def local_finite_differences(
         ``(J, grads)``; or a :class:`FiniteDifferenceResult`.
     """
     loss_, xb, yb = prepare(net, loss, params, x, y, reduction, "local_finite_differences")
-    eps, _ = check_step_args(scheme, eps, None, "local_finite_differences")
+    where = "local_finite_differences"
+    eps, _ = check_step_args(scheme, eps, None, where)
+    leaves = jax.tree_util.tree_leaves(params)
+    check_eps_for_dtype(scheme, eps, jnp.result_type(*leaves) if leaves else jnp.float32, where)
+    check_finite_leaves(params, "params", where)
     fused = use_fused(net, loss_, None)
     per_sample, kinks = jax.vmap(
         lambda xn, yn: _local_sample(net, loss_, params, xn, yn, fused, scheme, eps)
@@ -222,26 +228,39 @@ def finite_differences(
     Args:
         scheme, eps, chunk_size, mesh: as :func:`finite_difference_grad` (default: central).
     """
-    prepare(net, loss, params, x, y, reduction, "finite_differences")
+    return _global(
+        net, loss, params, x, y, reduction, scheme, eps, chunk_size, return_info, mesh,
+        "finite_differences",
+    )  # fmt: skip
+
+
+def _global(net, loss, params, x, y, reduction, scheme, eps, chunk_size, return_info, mesh,
+            where):  # fmt: skip
+    """:func:`finite_differences`, its errors labelled ``where``."""
+    prepare(net, loss, params, x, y, reduction, where)
     J = objective(net, loss, reduction)
-    r = finite_difference_grad(
+    r = fd_grad(
         lambda p: J(p, x, y),
         params,
         scheme,
         eps,
-        chunk_size=chunk_size,
-        pattern=lambda p: relu_pattern(net, p, x),
-        return_info=True,
-        mesh=mesh,
+        chunk_size,
+        lambda p: relu_pattern(net, p, x),
+        True,
+        mesh,
+        True,
+        where,
     )
     value = (J(params, x, y), r.value)
     return r._replace(value=value) if return_info else value
 
 
+@highest_precision
 def complex_step(net, loss, params, x, y, reduction="sum", *, return_info=False):
     """Complex-step differences of the objective: :func:`finite_differences` with
     ``scheme="complex_step"`` (P evaluations and a 4-evaluation cross-check, error near
     machine precision)."""
-    return finite_differences(
-        net, loss, params, x, y, reduction, scheme="complex_step", return_info=return_info
-    )
+    return _global(
+        net, loss, params, x, y, reduction, "complex_step", None, None, return_info, None,
+        "complex_step",
+    )  # fmt: skip

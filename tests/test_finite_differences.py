@@ -13,6 +13,7 @@ from functional_nn import (
     Network,
     autodiff,
     compare_gradients,
+    complex_step,
     default_eps,
     eps_study,
     finite_difference_grad,
@@ -294,3 +295,54 @@ def test_complex_step_of_an_analytic_function_passes_its_cross_check():
     w = jnp.array([0.5, -1.0, 2.0])
     g = finite_difference_grad(lambda q: jnp.sum(jnp.exp(q) * jnp.sin(q)), w, "complex_step")
     np.testing.assert_allclose(g, jnp.exp(w) * (jnp.sin(w) + jnp.cos(w)), rtol=1e-14)
+
+
+# -- QA: steps lost to rounding, non-finite params, labels --------------------------------------
+
+
+def _f32_problem():
+    net = Network((2, 1))
+    params = tuple(Layer(W.astype(jnp.float32), b.astype(jnp.float32))
+                   for W, b in net.init(jax.random.key(0)))  # fmt: skip
+    return net, "bce", params, jnp.ones((3, 2), jnp.float32), jnp.ones((3, 1), jnp.float32)
+
+
+@pytest.mark.parametrize("eps", [1e-9, 1e-40, 1e-300])
+@pytest.mark.parametrize("scheme", ["central", "forward"])
+def test_eps_below_machine_epsilon_is_refused_naming_eps_and_dtype(eps, scheme):
+    p = jnp.ones(2, jnp.float32)
+    with pytest.raises(ValueError, match=r"finite_difference_grad: eps=.* machine epsilon of "
+                                         r"float32"):  # fmt: skip
+        finite_difference_grad(lambda q: jnp.sum(q**2), p, scheme, eps)
+    with pytest.raises(ValueError, match=r"^finite_differences: eps=.* float32"):
+        finite_differences(*_f32_problem(), scheme=scheme, eps=eps)
+    with pytest.raises(ValueError, match=r"^local_finite_differences: eps=.* float32"):
+        local_finite_differences(*_f32_problem(), scheme=scheme, eps=eps)
+
+
+def test_complex_step_eps_that_underflows_is_refused_and_a_tiny_one_is_not():
+    f = lambda q: jnp.sum(q**2)  # noqa: E731
+    p = jnp.ones(2, jnp.float32)
+    for eps in (1e-40, 1e-300):
+        with pytest.raises(ValueError, match=r"eps=.* complex step in float32.*sqrt\(tiny\)"):
+            finite_difference_grad(f, p, "complex_step", eps)
+    np.testing.assert_allclose(finite_difference_grad(f, p, "complex_step", 1e-9), 2 * p)
+
+
+def test_non_finite_params_are_refused_naming_the_leaf():
+    f = lambda p: jnp.sum(p["w"] ** 2)  # noqa: E731
+    with pytest.raises(ValueError, match=r"finite_difference_grad: params\['w'\] has 1 non-fin"):
+        finite_difference_grad(f, {"w": jnp.array([jnp.nan, 1.0])})
+    net, loss, params, x, y = _f32_problem()
+    bad = (Layer(params[0].W, params[0].b.at[0].set(jnp.inf)),)
+    with pytest.raises(ValueError, match=r"^finite_differences: params\[0\]\.b has 1 non-finite"):
+        finite_differences(net, loss, bad, x, y)
+    with pytest.raises(ValueError, match=r"^local_finite_differences: params\[0\]\.b has 1 non"):
+        local_finite_differences(net, loss, bad, x, y)
+
+
+def test_complex_step_errors_are_labelled_complex_step():
+    net, loss, params, x, y = _f32_problem()
+    bad = (Layer(params[0].W.at[0, 0].set(jnp.nan), params[0].b),)
+    with pytest.raises(ValueError, match=r"^complex_step: params\[0\]\.W has 1 non-finite"):
+        complex_step(net, loss, bad, x, y)
