@@ -1280,7 +1280,14 @@ def main(argv=None) -> int:
         f"device(s)), jax {jax.__version__}, {os.cpu_count()} CPU cores, "
         f"{'--quick' if quick else 'full run'}"
     )
+    load = os.getloadavg()[0]
+    if load > 0.5 * (os.cpu_count() or 1):
+        console.print(
+            f"[yellow]the machine is busy (load {load:.1f} on {os.cpu_count()} cores): times are "
+            "inflated, and PyTorch's spinning threads are slowed the most[/]"
+        )
     result = {
+        "load_average": load,
         "device": str(device),
         "device_kind": device.device_kind,
         "platform": device.platform,
