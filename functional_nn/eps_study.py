@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_nn.backprop import autodiff, objective
-from functional_nn.finite_differences import finite_difference_grad
+from functional_nn.finite_differences import SCHEMES, finite_difference_grad
 from functional_nn.precision import highest_precision
+from functional_nn.validation import check_real
 
 __all__ = ["EpsStudy", "eps_study", "observed_order"]
 
@@ -83,7 +84,8 @@ def eps_study(
 
     Its programs run with the highest matmul precision, whatever the process default.
     """
-    eps = np.logspace(-16, -1, 31) if eps is None else np.sort(np.asarray(eps, float))
+    schemes = _check_schemes(schemes)
+    eps = np.logspace(-16, -1, 31) if eps is None else _check_grid(eps)
     _, ref = autodiff(net, loss, params, x, y, reduction)
     J = objective(net, loss, reduction)
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
@@ -108,3 +110,47 @@ def eps_study(
         errors[scheme] = np.asarray(study(jnp.asarray(eps, dtype), x, y))
         orders[scheme] = observed_order(eps, errors[scheme])
     return EpsStudy(eps, errors, orders)
+
+
+def _check_schemes(schemes) -> tuple[str, ...]:
+    """``schemes`` as a tuple of known names: a non-empty sequence, not one string."""
+    where = "eps_study"
+    if isinstance(schemes, (str, bytes)) or not isinstance(schemes, (list, tuple)):
+        raise TypeError(
+            f"{where}: schemes must be a non-empty list or tuple of scheme names from "
+            f"{SCHEMES}, such as ('central',); got {schemes!r:.60} ({type(schemes).__name__})"
+        )
+    if not schemes:
+        raise ValueError(f"{where}: schemes is empty: nothing to study; expected some of {SCHEMES}")
+    for scheme in schemes:
+        if scheme not in SCHEMES:
+            raise ValueError(f"{where}: unknown scheme {scheme!r} in schemes; expected {SCHEMES}")
+    return tuple(schemes)
+
+
+def _check_grid(eps) -> np.ndarray:
+    """``eps`` as an ascending float64 grid: a non-empty 1-d sequence or array of real
+    numbers in (0, 1), no bools."""
+    where = "eps_study"
+    rule = f"{where}: eps must be a non-empty list or 1-d array of real numbers in (0, 1)"
+    if isinstance(eps, (list, tuple)):
+        values = [check_real(e, f"eps[{i}]", where, 0.0, 1.0) for i, e in enumerate(eps)]
+        grid = np.asarray(values, np.float64)
+    elif isinstance(eps, (jax.Array, np.ndarray)):
+        dtype = np.asarray(eps).dtype if isinstance(eps, np.ndarray) else eps.dtype
+        if (
+            eps.ndim != 1
+            or not np.issubdtype(dtype, np.number)
+            or np.issubdtype(dtype, np.complexfloating)
+        ):
+            raise TypeError(f"{rule}; got an array of dtype {dtype} and shape {eps.shape}")
+        grid = np.asarray(eps, np.float64)
+        bad = ~((grid > 0) & (grid < 1))  # nan and inf included
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{rule}; eps[{i}] is {float(grid[i])!r}")
+    else:
+        raise TypeError(f"{rule}, such as [1e-6, 1e-4]; got {eps!r:.60} ({type(eps).__name__})")
+    if grid.size == 0:
+        raise ValueError(f"{rule}; got an empty grid")
+    return np.sort(grid)

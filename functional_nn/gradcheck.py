@@ -47,6 +47,7 @@ from functional_nn.network_differences import (
 )
 from functional_nn.precision import highest_precision
 from functional_nn.references import evaluate_along, flatten_function
+from functional_nn.validation import check_int, check_key, check_real
 
 __all__ = [
     "DIRECTIONAL_ABOVE",
@@ -271,6 +272,7 @@ def check_gradients(
     Every program runs with the highest matmul precision, whatever the process default.
     """
     prepare(net, loss, params, x, y, reduction, "check_gradients")
+    dtype = _check_options(methods, directional, k, key, dtype)
     if dtype is not None and jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError(
             "check_gradients: a float64 check was asked for, but JAX's x64 mode is off, so "
@@ -292,7 +294,7 @@ def check_gradients(
             "check_gradients: nothing to check: methods is empty (or holds only the reference "
             f"{reference!r}); pass methods={{'name': method}}, or None for every built-in one"
         )
-    bars = {**TOLERANCES[name], **(tolerances or {})}
+    bars = {**TOLERANCES[name], **_check_tolerances(tolerances, methods, reference)}
     if reference == "autodiff" and "autodiff" not in methods:
         reference_method = autodiff
     elif reference in methods:
@@ -337,6 +339,69 @@ def check_gradients(
         f"loss={getattr(loss, 'name', loss)} N={x.shape[0] if jnp.ndim(x) == 2 else 1} P={P}"
     )
     return GradCheckReport(rows, reference, description, name)
+
+
+def _check_options(methods, directional, k, key, dtype):
+    """Check ``check_gradients``' options; return ``dtype`` as a name (or ``None``)."""
+    where = "check_gradients"
+    if methods is not None:
+        if not isinstance(methods, Mapping):
+            raise TypeError(
+                f"{where}: methods must be a Mapping of name -> gradient method (such as "
+                f"{{'backprop': backprop}}), or None for every built-in one; got "
+                f"{type(methods).__name__} {methods!r:.60}"
+            )
+        for mname, method in methods.items():
+            if not isinstance(mname, str):
+                raise TypeError(f"{where}: methods' keys must be names (str); got {mname!r}")
+            if not callable(method):
+                raise TypeError(
+                    f"{where}: methods[{mname!r}] must be a callable gradient method "
+                    f"(net, loss, params, x, y) -> (J, grads); got {method!r:.60} "
+                    f"({type(method).__name__}); the built-in ones are in default_methods()"
+                )
+    if directional is not None and not isinstance(directional, (bool, np.bool_)):
+        raise TypeError(
+            f"{where}: directional must be None (automatic), True or False; got "
+            f"{directional!r:.60} ({type(directional).__name__})"
+        )
+    check_int(k, "k", where)
+    if key is not None:
+        check_key(key, "key", where)
+    if dtype is None:
+        return None
+    try:
+        resolved = jnp.dtype(dtype).name
+    except TypeError:
+        resolved = None
+    if resolved not in TOLERANCES:
+        raise ValueError(
+            f"{where}: dtype must be 'float32', 'float64' or None (the params' own); got {dtype!r}"
+        )
+    return resolved
+
+
+def _check_tolerances(tolerances, methods, reference) -> dict[str, float]:
+    """``tolerances`` checked: a Mapping whose keys are the methods checked, ``"J"`` or
+    ``"directional"``, and whose values are real bars >= 0."""
+    where = "check_gradients"
+    if tolerances is None:
+        return {}
+    if not isinstance(tolerances, Mapping):
+        raise TypeError(
+            f"{where}: tolerances must be a Mapping of name -> bar (such as "
+            f"{{'backprop': 1e-6}}); got {type(tolerances).__name__} {tolerances!r:.60}"
+        )
+    known = [m for m in methods if m != reference] + ["J", "directional"]
+    out = {}
+    for name, bar in tolerances.items():
+        if name not in known:
+            raise ValueError(
+                f"{where}: tolerances has the key {name!r}, which is not a method checked; "
+                f"known keys: {known}"
+            )
+        out[name] = check_real(bar, f"tolerances[{name!r}]", where, 0.0, low_open=False)
+    return out
 
 
 def _directional_rows(net, loss, params, x, y, results, reduction, k, key, bars):

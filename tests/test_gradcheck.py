@@ -294,3 +294,46 @@ def test_checkers_pin_the_highest_matmul_precision_whatever_the_default(tmp_path
     user = [line for path in sorted(dump.glob("*.mlir")) if path not in checked
             for line in path.read_text().splitlines() if "dot_general" in line]  # fmt: skip
     assert user and all("HIGHEST" not in line for line in user)
+
+
+# -- QA: every option of check_gradients is checked, none ignored -------------------------------
+
+
+@pytest.mark.parametrize(
+    "tolerances, error, match",
+    [
+        (
+            {"backprp": 1e-6},
+            ValueError,
+            r"tolerances has the key 'backprp'.*known keys: \['bp', "
+            r"'J', 'directional'\]",
+        ),  # fmt: skip
+        ({"bp": -1e-6}, ValueError, r"tolerances\['bp'\] must be a real number in \[0.0, inf\)"),
+        ({"bp": float("nan")}, ValueError, r"tolerances\['bp'\] must be a real number"),
+        ({"bp": "1e-6"}, TypeError, r"tolerances\['bp'\] must be a real number.*str"),
+        ([1e-6], TypeError, r"tolerances must be a Mapping of name -> bar.*got list"),
+    ],
+)
+def test_tolerances_are_checked(tolerances, error, match):
+    params, x, y = _problem()
+    with pytest.raises(error, match=f"^check_gradients: {match}"):
+        check_gradients(NET, "bce", params, x, y, methods={"bp": backprop}, tolerances=tolerances)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"directional": True, "k": 0}, ValueError, r"k must be an int >= 1; got 0"),
+        ({"k": True}, TypeError, r"k must be an int >= 1; got True \(a bool\)"),
+        ({"directional": "yes"}, TypeError, r"directional must be None \(automatic\), True or "),
+        ({"dtype": "float17"}, ValueError, r"dtype must be 'float32', 'float64' or None.*float17"),
+        ({"dtype": "int32"}, ValueError, r"dtype must be 'float32', 'float64' or None.*int32"),
+        ({"methods": ["backprop"]}, TypeError, r"methods must be a Mapping of name -> gradient"),
+        ({"methods": {"a": "backprop"}}, TypeError, r"methods\['a'\] must be a callable gradient"),
+        ({"key": 0}, TypeError, r"key must be a JAX PRNG key"),
+    ],
+)
+def test_options_are_checked(kwargs, error, match):
+    params, x, y = _problem()
+    with pytest.raises(error, match=f"^check_gradients: {match}"):
+        check_gradients(NET, "bce", params, x, y, **{"methods": {"bp": backprop}, **kwargs})
