@@ -44,13 +44,18 @@ def save(path: str | os.PathLike, net: Network, params: Params) -> Path:
         the path written.
 
     Raises:
-        ValueError: ``params`` do not fit ``net`` (shapes, a dtype that is not floating), or
-            the folder of ``path`` does not exist; the existing file is then left untouched.
+        ValueError: ``params`` do not fit ``net`` (shapes, a dtype that is not floating, a
+            non-finite entry), or ``path`` is a folder or in one that does not exist; the
+            existing file is then left untouched.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"save: path must be a str or os.PathLike; got {type(path).__name__}")
     if not isinstance(net, Network):
         raise ValueError(f"save: net must be a Network; got {type(net).__name__}")
-    net.check_params(params, "save", values=False)
+    net.check_params(params, "save")  # finite too: a checkpoint of nan is never useful
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"save: {path} is a folder; give a file name such as {path / 'model.npz'}")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"save: the folder {folder} of {path} does not exist")
@@ -163,9 +168,9 @@ def load(path: str | os.PathLike) -> tuple[Network, Params]:
         raise ValueError(f"load: {path} has arrays {extra} beyond its {net.L + 1} layers")
     params = tuple(params)
     try:
-        net.check_params(params, f"load: {path}", values=False)
+        net.check_params(params, f"load: {path}")
     except ValueError as err:
         raise ValueError(
-            f"{err}\n(the checkpoint's arrays do not fit its own architecture)"
+            f"{err}\n(the checkpoint's arrays do not fit its own architecture, or are not finite)"
         ) from None
     return net, params

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from functional_nn.validation import check_key
+
 __all__ = ["DATASETS", "SHAPES", "Dataset", "load_dataset"]
 
 DATASETS = {
@@ -110,15 +112,6 @@ def _synthetic(name: str, key: jax.Array, n: int = 400):
     return np.asarray(x, np.float64), np.asarray(y, np.float64)
 
 
-def _is_key(key) -> bool:
-    """A typed key (``jax.random.key``) or a raw one (``jax.random.PRNGKey``, uint32 (2,))."""
-    if not isinstance(key, jax.Array) or key.ndim > 1:
-        return False
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key.ndim == 0
-    return key.dtype == jnp.uint32 and key.shape == (2,)
-
-
 def load_dataset(name: str, key: jax.Array | None = None) -> Dataset:
     """Load (or generate) a dataset, split and standardized.
 
@@ -144,11 +137,7 @@ def load_dataset(name: str, key: jax.Array | None = None) -> Dataset:
             f"load_dataset: unknown dataset {name!r}; expected one of {list(DATASETS)}"
         )
     key = jax.random.key(0) if key is None else key
-    if not _is_key(key):
-        raise TypeError(
-            f"load_dataset: key must be a JAX PRNG key such as jax.random.key(0); got {key!r:.60} "
-            f"({type(key).__name__})"
-        )
+    check_key(key, "key", "load_dataset")
     k_data, k_split = jax.random.split(key)
     x, y = (
         _sklearn(name)

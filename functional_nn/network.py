@@ -42,7 +42,7 @@ import numpy as np
 
 from functional_nn.activations import ACTIVATIONS, Activation, get_activation
 from functional_nn.compilation_cache import FAST_COMPILE
-from functional_nn.validation import check_array, check_finite
+from functional_nn.validation import check_array, check_finite, check_key
 
 __all__ = ["Layer", "Network", "Params", "Trace", "equivalent_linear_map", "num_params"]
 
@@ -126,6 +126,11 @@ class Network:
             raise ValueError(
                 f"Network: unknown output activation {self.output!r}; expected one of {OUTPUTS}"
             )
+        if self.output == "softmax" and self.sizes[-1] < 2:
+            raise ValueError(
+                f"Network: a softmax output needs O >= 2 classes; got sizes={self.sizes} (a "
+                "softmax over one class is always 1: use output='sigmoid' with bce)"
+            )
         if not isinstance(self.bias, bool):
             raise ValueError(f"Network: bias must be True or False; got {self.bias!r}")
 
@@ -179,6 +184,7 @@ class Network:
         dtype = jnp.zeros((), dtype).dtype if dtype is not None else jnp.zeros(()).dtype
         if not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(f"Network.init: dtype must be a float dtype; got {dtype}")
+        check_key(key, "key", "Network.init")
         if isinstance(key, jax.core.Tracer):  # inside jit, vmap or grad: part of that program
             return _init(self, key, dtype)
         init = _init_small if self.num_params() <= _SMALL_INIT else _init_large
@@ -363,6 +369,10 @@ def equivalent_linear_map(
             "equivalent_linear_map: params must be a non-empty tuple of Layer(W, b), one per "
             f"layer; got {params!r:.80}"
         )
+    for l, (W, b) in enumerate(params):
+        check_finite(W, f"params[{l}].W", "equivalent_linear_map")
+        if b is not None:
+            check_finite(b, f"params[{l}].b", "equivalent_linear_map")
     W_eq = params[0].W
     b_eq = params[0].b if params[0].b is not None else jnp.zeros(W_eq.shape[0], W_eq.dtype)
     for W, b in params[1:]:

@@ -22,6 +22,7 @@ __all__ = [
     "check_array",
     "check_finite",
     "check_int",
+    "check_key",
     "check_real",
     "count_nonfinite",
     "is_concrete",
@@ -81,6 +82,19 @@ def _in_host_memory(a: jax.Array) -> bool:
     return a.is_fully_addressable and len(devices) == 1 and next(iter(devices)).platform == "cpu"
 
 
+def _quick_host_stats(a: np.ndarray, lo, hi, rows_tol) -> ValueStats | None:
+    """The common case in two passes: min and max are finite (a nan or inf would show there)
+    and within range, and no rows to check. ``None`` when the full count is needed."""
+    if a.size == 0 or rows_tol:
+        return None
+    amin, amax = a.min(), a.max()
+    if not (np.isfinite(amin) and np.isfinite(amax)):
+        return None
+    if (lo is not None and amin < lo) or (hi is not None and amax > hi):
+        return None
+    return ValueStats(0, 0, 0, float(amin), float(amax), 0, 1.0)
+
+
 def value_stats(a: Any, lo: float | None = None, hi: float | None = None,
                 rows_tol: float = 0.0) -> ValueStats:  # fmt: skip
     """Count the non-finite entries of a concrete real array, those below ``lo`` and above
@@ -103,7 +117,12 @@ def value_stats(a: Any, lo: float | None = None, hi: float | None = None,
         counts, values = jax.device_get(stats)
     else:
         a = np.asarray(a)
-        counts, values = _stats(np, a.astype(np.float64), lo, hi, float(rows_tol))
+        if a.dtype.kind != "f" or a.dtype.itemsize < 4:  # ints, bools, float16, bfloat16
+            a = a.astype(np.float64 if a.dtype.kind in "iub" else np.float32)
+        quick = _quick_host_stats(a, lo, hi, rows_tol)
+        if quick is not None:
+            return quick
+        counts, values = _stats(np, a, lo, hi, float(rows_tol))
     n, below, above, rows = (int(c) for c in counts)
     amin, amax, example = (float(v) for v in values)
     return ValueStats(n, below, above, amin, amax, rows, example)
@@ -155,8 +174,32 @@ def check_array(a: Any, name: str, where: str, shape: str = "") -> None:
             f"{type(a).__name__} (convert it with jnp.asarray({name}))"
         )
     if not jnp.issubdtype(a.dtype, jnp.number) or jnp.issubdtype(a.dtype, jnp.complexfloating):
-        if not (name == "x" and jnp.issubdtype(a.dtype, jnp.complexfloating)):
-            raise TypeError(f"{where}: {name} must hold real numbers; got dtype {a.dtype}")
+        raise TypeError(f"{where}: {name} must hold real numbers; got dtype {a.dtype}")
+
+
+def check_key(key: Any, name: str, where: str) -> None:
+    """Raise ``TypeError`` unless ``key`` is a JAX PRNG key: a typed key
+    (``jax.random.key(0)``, shape ``()``) or a raw one (``jax.random.PRNGKey(0)``, uint32
+    ``(2,)``), concrete or traced.
+
+    >>> check_key(0, "key", "Network.init")
+    Traceback (most recent call last):
+    ...
+    TypeError: Network.init: key must be a JAX PRNG key such as jax.random.key(0); got 0 (int)
+    """
+    ok = False
+    if isinstance(key, jax.Array):  # tracers included
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            ok = key.ndim == 0
+        else:
+            ok = key.dtype == jnp.uint32 and key.shape == (2,)
+    if not ok:
+        what = f"{key!r:.60} ({type(key).__name__})"
+        if isinstance(key, jax.Array):
+            what = f"an array of dtype {key.dtype} and shape {key.shape}"
+        raise TypeError(
+            f"{where}: {name} must be a JAX PRNG key such as jax.random.key(0); got {what}"
+        )
 
 
 def check_int(value: Any, name: str, where: str, minimum: int = 1) -> int:

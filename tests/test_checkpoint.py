@@ -96,6 +96,7 @@ def test_loaded_network_runs(tmp_path, key):
         (np.array([["a", "b", "c", "d"]] * 3), "dtype <U1"),
         (np.full((3, 4), None, object), "dtype object"),
         (jnp.ones((3, 4), jnp.int32), "dtype int32"),
+        (jnp.ones((3, 4)).at[1, 2].set(jnp.nan), r"params\[0\].W has 1 non-finite entries"),
     ],
 )
 def test_params_that_load_could_not_read_are_refused_before_the_file_is_touched(
@@ -148,3 +149,22 @@ def test_a_single_npy_file_is_not_a_checkpoint(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros(3))
     with pytest.raises(ValueError, match="holds a single ndarray, not an .npz archive"):
         load(tmp_path / "x.npy")
+
+
+def test_a_checkpoint_holding_nan_is_refused_by_load(tmp_path, key):
+    net = Network((4, 2))
+    path = save(tmp_path / "model.npz", net, net.init(key))
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["W1"] = np.full_like(arrays["W1"], np.nan)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"params\[0\].W has 8 non-finite entries"):
+        load(path)
+
+
+def test_a_path_that_is_not_a_file_name_is_refused(tmp_path, key):
+    net = Network((4, 2))
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike; got NoneType"):
+        save(None, net, net.init(key))
+    with pytest.raises(ValueError, match="is a folder; give a file name"):
+        save(tmp_path, net, net.init(key))

@@ -125,6 +125,7 @@ def test_equivalent_linear_map_refuses_what_is_not_layers(params):
         ({"sizes": (4, 2), "bias": 1}, "bias must be True or False"),
         ({"sizes": (4, 2), "hidden": ["relu"]}, r"hidden must be the name .* got \['relu'\]"),
         ({"sizes": (4, 2), "output": None}, "output must be the name of an activation"),
+        ({"sizes": (4, 1), "output": "softmax"}, "a softmax output needs O >= 2 classes"),
     ],
 )
 def test_bad_network_arguments(kwargs, match):
@@ -167,3 +168,31 @@ def test_params_that_do_not_fit(key):
         net.apply(tuple(p._replace(b=None) for p in params), jnp.zeros(4))
     with pytest.raises(ValueError, match="b is set but the network has bias=False"):
         Network((4, 3, 2), bias=False).apply(params, jnp.zeros(4))
+
+
+@pytest.mark.parametrize("bad", [0, None, jnp.zeros(3, jnp.uint32), "0"])
+def test_init_names_a_key_that_is_not_a_prng_key(bad):
+    with pytest.raises(TypeError, match=r"Network.init: key must be a JAX PRNG key"):
+        Network((4, 2)).init(bad)
+
+
+def test_init_takes_a_raw_key_and_runs_under_vmap(key):
+    net = Network((4, 3, 2))
+    raw = net.init(jax.random.PRNGKey(0))
+    assert raw[0].W.shape == (3, 4)
+    batched = jax.vmap(net.init)(jax.random.split(key, 3))
+    assert batched[0].W.shape == (3, 3, 4)
+
+
+def test_equivalent_linear_map_refuses_non_finite_params(key):
+    net = Network((4, 3, 2), hidden="identity", output="identity")
+    params = net.init(key)
+    params = (params[0]._replace(W=params[0].W.at[0, 0].set(jnp.inf)), params[1])
+    with pytest.raises(ValueError, match=r"params\[0\].W has 1 non-finite entries"):
+        equivalent_linear_map(params, net)
+
+
+def test_complex_x_is_refused(key):
+    net = Network((4, 2))
+    with pytest.raises(TypeError, match="x must hold real numbers; got dtype complex"):
+        net.apply(net.init(key), jnp.ones((2, 4), jnp.complex64))
