@@ -44,6 +44,7 @@ import numpy as np
 
 from functional_nn.comparison import CheckRow, GradCheckReport, leaf_paths, row_within
 from functional_nn.eps_study import observed_order
+from functional_nn.finite_differences import check_finite_leaves
 from functional_nn.flat import host_rng, leaf_slices, random_leaf_directions, unravel_rows
 from functional_nn.gradcheck import DIRECTIONAL_ABOVE
 from functional_nn.precision import highest_precision
@@ -112,6 +113,7 @@ def check_grad(
     """
     where = "check_grad"
     dtype = check_dtype(params, where)
+    check_finite_leaves(params, "params", where)
     order = check_int(order, "order", where)
     if order not in (1, 2):
         raise ValueError(f"{where}: order must be 1 or 2; got {order}")
@@ -127,6 +129,7 @@ def check_grad(
     g = jax.block_until_ready(jitted(grad_fn)(params))
     seconds = time.perf_counter() - start
     _same_structure(params, g, where)
+    _floating_leaves(g, where)
     flat = flatten_function(f, params)
     g_flat = _flat(g)
     pattern_flat = None
@@ -188,6 +191,18 @@ def _same_structure(params, g, where: str, what: str = "the gradient"):
     if tp != tg:
         raise TypeError(f"{where}: {what} has another tree structure than params:\n"
                         f"  {what}: {tg}\n  params: {tp}")  # fmt: skip
+
+
+def _floating_leaves(g, where: str, what: str = "the gradient"):
+    """Raise ``TypeError`` naming the first leaf of ``g`` that is not floating point (an
+    integer gradient is truncated, never a derivative)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(g)[0]:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{where}: {what}'s leaf {jax.tree_util.keystr(path) or '(root)'} has dtype "
+                f"{dtype}; expected a floating dtype (float32 or float64)"
+            )
 
 
 def _flat(tree) -> np.ndarray:

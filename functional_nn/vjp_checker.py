@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from functional_nn.checkers import _floating_leaves
 from functional_nn.comparison import (
     CheckRow,
     GradCheckReport,
@@ -36,6 +37,7 @@ from functional_nn.comparison import (
     leaf_row,
     row_within,
 )
+from functional_nn.finite_differences import check_finite_leaves
 from functional_nn.flat import host_rng, leaf_slices, random_leaf_directions
 from functional_nn.gradcheck import DIRECTIONAL_ABOVE
 from functional_nn.precision import highest_precision
@@ -89,6 +91,7 @@ def check_vjp(
     """
     where = "check_vjp"
     dtype = check_dtype(primals, where)
+    check_finite_leaves(primals, "primals", where)
     k = check_int(k, "k", where)
     rng = host_rng(0 if key is None else key)
     bars = BARS[dtype]
@@ -109,6 +112,7 @@ def check_vjp(
     zero = one(primals, jax.tree_util.tree_map(lambda w: np.zeros_like(w[0]), W))
     for a in (loop[0], zero):
         _same_structure(primals, a, where)
+        _floating_leaves(a, where, "the VJP")
     A = np.stack([_flat(a) for a in loop])  # (k, P)
     Wf = np.concatenate(
         [np.asarray(w, np.float64).reshape(k, -1) for w in jax.tree_util.tree_leaves(W)], axis=1

@@ -341,3 +341,16 @@ def test_per_leaf_bars_a_quiet_leaf_is_not_swamped_by_a_loud_one(dtype):
     assert fnn.check_grad(loud_and_quiet, params).ok
     grad = _planted(loud_and_quiet, lambda g: {**g, "quiet": -g["quiet"]})
     assert _failed(fnn.check_grad(loud_and_quiet, params, grad=grad)) == {"['quiet']"}
+
+
+def test_non_finite_params_are_an_error_naming_the_leaf_not_a_failed_check():
+    f = lambda q: jnp.sum(q["w"] ** 2)  # noqa: E731
+    with pytest.raises(ValueError, match=r"^check_grad: params\['w'\] has 1 non-finite entries"):
+        fnn.check_grad(f, {"w": jnp.array([jnp.nan, 1.0])})
+
+
+def test_a_gradient_of_integer_leaves_is_an_error_naming_the_leaf():
+    f = lambda q: jnp.sum(q["w"] ** 2)  # noqa: E731
+    grad = lambda q: {"w": jnp.array([4, 2], jnp.int32)}  # noqa: E731
+    with pytest.raises(TypeError, match=r"^check_grad: the gradient's leaf \['w'\] has dtype int"):
+        fnn.check_grad(f, {"w": jnp.array([2.0, 1.0])}, grad=grad)

@@ -180,3 +180,10 @@ def test_check_vjp_bad_arguments():
     with pytest.raises(TypeError, match="k must be an int"):
         fnn.check_vjp(jnp.sin, jnp.ones(3), k=True)
     np.testing.assert_equal(fnn.check_vjp(jnp.sin, jnp.ones(3), k=1).ok, True)
+
+
+def test_check_vjp_non_finite_primals_and_integer_vjps_are_errors_naming_the_leaf():
+    with pytest.raises(ValueError, match=r"^check_vjp: primals\['a'\] has 1 non-finite entries"):
+        fnn.check_vjp(jnp.sin, {"a": jnp.array([1.0, jnp.inf])})
+    with pytest.raises(TypeError, match=r"^check_vjp: the VJP's leaf \(root\) has dtype int32"):
+        fnn.check_vjp(jnp.sin, jnp.ones(3), vjp=lambda p, w: (w > 0).astype(jnp.int32))
