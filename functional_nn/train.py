@@ -32,7 +32,6 @@ import collections
 import functools
 import time
 import types
-import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -45,7 +44,7 @@ from jax.sharding import Mesh
 from functional_nn.backprop import backprop, objective, prepare
 from functional_nn.network import Layer, Network, Params
 from functional_nn.parallel import auto_mesh, check_divisible, replicated, sample_sharding
-from functional_nn.validation import check_int, check_real
+from functional_nn.validation import check_array, check_int, check_key, check_real
 
 __all__ = ["History", "fit", "gradient_descent", "make_step", "weight_penalty"]
 
@@ -65,8 +64,7 @@ def gradient_descent(alpha: float) -> optax.GradientTransformation:
     >>> optax.apply_updates(jnp.zeros(2), updates).tolist()
     [-0.1, 0.2]
     """
-    if not (isinstance(alpha, (int, float)) and alpha > 0 and np.isfinite(alpha)):
-        raise ValueError(f"gradient_descent: alpha must be a positive finite number; got {alpha!r}")
+    alpha = check_real(alpha, "alpha", "gradient_descent")  # NumPy and JAX scalars welcome
 
     def init(params):
         return optax.EmptyState()
@@ -448,7 +446,7 @@ def _cached_programs(config: _Config, params) -> _Programs:
 
 
 def _check_fit_args(optimizer, gradient, x, y, steps, batch_size, key, x_val, y_val, patience,
-                    weight_decay, chunk_size, callback):  # fmt: skip
+                    weight_decay, chunk_size, callback, mesh):  # fmt: skip
     """Each argument's rule; the arrays' shapes and values are checked by ``prepare``."""
     where = "fit"
     if isinstance(optimizer, (str, bytes)):
@@ -484,6 +482,11 @@ def _check_fit_args(optimizer, gradient, x, y, steps, batch_size, key, x_val, y_
             raise ValueError(f"fit: batch_size must be an int in 1..N={N}; got {batch_size!r}")
         if key is None:
             raise ValueError("fit: minibatches need a key to shuffle with (key=jax.random.key(0))")
+    if key is not None:
+        check_key(key, "key", where)
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"fit: mesh must be a jax.sharding.Mesh such as "
+                        f"functional_nn.parallel.data_mesh(); got {mesh!r:.60}")  # fmt: skip
     if (x_val is None) != (y_val is None):
         raise ValueError("fit: give both x_val and y_val, or neither")
     if patience is not None:
@@ -491,38 +494,6 @@ def _check_fit_args(optimizer, gradient, x, y, steps, batch_size, key, x_val, y_
             raise ValueError("fit: early stopping (patience) needs x_val and y_val")
         patience = check_int(patience, "patience", where)
     return steps, batch_size, patience, weight_decay, chunk_size
-
-
-_VALUES_CHECKED: dict = {}  # (id(x), id(y), loss) -> weak references to x and y
-_CHECK_ONCE_SIZE = 1 << 20  # below this many entries, checking again is cheaper than tracing
-
-
-def _prepare(net, loss, params, x, y, reduction, where):
-    """``prepare``'s checks; the values of large ``x`` and ``y`` (finite, targets in range) only
-    once per pair of ``jax.Array`` objects and loss: they are immutable, so a second ``fit`` on
-    the same data (a sweep, a benchmark) does not read them again. Shapes and ``params`` are
-    checked at every call. Returns the Loss."""
-    key = (id(x), id(y), loss if isinstance(loss, str) else id(loss))
-    refs = _VALUES_CHECKED.get(key)
-    if refs is not None and refs[0]() is x and refs[1]() is y:  # large jax.Arrays seen before
-        checked = []
-
-        def shapes(x, y):  # x and y are tracers here: only their shapes and dtypes are checked
-            checked.append(prepare(net, loss, params, x, y, reduction, where)[0])
-            return x
-
-        jax.eval_shape(shapes, x, y)
-        return checked[0]
-    result = prepare(net, loss, params, x, y, reduction, where)[0]
-    large = np.size(x) + np.size(y) >= _CHECK_ONCE_SIZE
-    if large and isinstance(x, jax.Array) and isinstance(y, jax.Array):
-        drop = lambda _: _VALUES_CHECKED.pop(key, None)  # noqa: E731
-        _VALUES_CHECKED[key] = (weakref.ref(x, drop), weakref.ref(y, drop))
-    return result
-
-
-def _as_array(a):
-    return a if a is None or isinstance(a, (jax.Array, np.ndarray)) else np.asarray(a)
 
 
 _DEFAULT_OPTIMIZER = gradient_descent(1e-3)
@@ -608,15 +579,17 @@ def fit(
         counts (reading losses one chunk late changes nothing: the device stops itself).
     """
     optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
-    x, y, x_val, y_val = map(_as_array, (x, y, x_val, y_val))
+    for name, a in (("x", x), ("y", y), ("x_val", x_val), ("y_val", y_val)):
+        if a is not None:  # arrays only: a list is refused here as by every gradient method
+            check_array(a, name, "fit")
     steps, batch_size, patience, weight_decay, chunk_size = _check_fit_args(
         optimizer, gradient, x, y, steps, batch_size, key, x_val, y_val, patience, weight_decay,
-        chunk_size, callback,
+        chunk_size, callback, mesh,
     )  # fmt: skip
     loss_name = loss
-    loss = _prepare(net, loss_name, params, x, y, reduction, "fit")
+    loss = prepare(net, loss_name, params, x, y, reduction, "fit")[0]  # values read in place
     if x_val is not None:
-        _prepare(net, loss_name, params, x_val, y_val, reduction, "fit (validation)")
+        prepare(net, loss_name, params, x_val, y_val, reduction, "fit (validation)")
 
     # the data go to the device once: split along samples over a mesh, else where JAX puts them
     if mesh is not None:

@@ -35,8 +35,13 @@ def test_gradient_descent_is_optax_sgd(key):
     u2, _ = theirs.update(grads, theirs.init(grads))
     for a, b in zip(jax.tree_util.tree_leaves(u1), jax.tree_util.tree_leaves(u2), strict=True):
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match="alpha must be a positive finite number"):
+    with pytest.raises(ValueError, match=r"alpha must be a real number in \(0.0, inf\)"):
         gradient_descent(0.0)
+    with pytest.raises(TypeError, match="alpha must be a real number .* got True"):
+        gradient_descent(True)
+    for alpha in (np.float32(0.05), jnp.float32(0.05), jnp.asarray(0.05)):  # scalars welcome
+        updates, _ = gradient_descent(alpha).update(jnp.ones(2), optax.EmptyState())
+        np.testing.assert_allclose(updates, -0.05, rtol=1e-6)
 
 
 def test_fit_with_gradient_descent_and_sgd_take_the_same_steps(cancer):
@@ -433,3 +438,13 @@ def test_the_permutation_drawn_once_per_epoch_gives_the_batches_of_each_step(key
         carry, (J, _) = step(carry, t, data)
         losses.append(float(J))
     np.testing.assert_array_equal(h.loss, losses)
+
+
+def test_fit_names_a_bad_key_a_bad_mesh_and_a_list_x(cancer):
+    net, params, x, y = _logistic(cancer)
+    with pytest.raises(TypeError, match="fit: key must be a JAX PRNG key"):
+        fit(net, "bce", params, x, y, steps=1, batch_size=8, key=0)
+    with pytest.raises(TypeError, match="fit: mesh must be a jax.sharding.Mesh"):
+        fit(net, "bce", params, x, y, steps=1, mesh=3)
+    with pytest.raises(TypeError, match=r"fit: x must be an array .* got list"):
+        fit(net, "bce", params, np.asarray(x).tolist(), y, steps=1)
