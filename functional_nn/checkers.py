@@ -129,7 +129,7 @@ def check_grad(
     g = jax.block_until_ready(jitted(grad_fn)(params))
     seconds = time.perf_counter() - start
     _same_structure(params, g, where)
-    _floating_leaves(g, where)
+    check_floating_leaves(g, where)
     flat = flatten_function(f, params)
     g_flat = _flat(g)
     pattern_flat = None
@@ -193,7 +193,7 @@ def _same_structure(params, g, where: str, what: str = "the gradient"):
                         f"  {what}: {tg}\n  params: {tp}")  # fmt: skip
 
 
-def _floating_leaves(g, where: str, what: str = "the gradient"):
+def check_floating_leaves(g, where: str, what: str = "the gradient"):
     """Raise ``TypeError`` naming the first leaf of ``g`` that is not floating point (an
     integer gradient is truncated, never a derivative)."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(g)[0]:

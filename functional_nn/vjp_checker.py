@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_nn.checkers import _floating_leaves
+from functional_nn.checkers import check_floating_leaves
 from functional_nn.comparison import (
     CheckRow,
     GradCheckReport,
@@ -112,7 +112,7 @@ def check_vjp(
     zero = one(primals, jax.tree_util.tree_map(lambda w: np.zeros_like(w[0]), W))
     for a in (loop[0], zero):
         _same_structure(primals, a, where)
-        _floating_leaves(a, where, "the VJP")
+        check_floating_leaves(a, where, "the VJP")
     A = np.stack([_flat(a) for a in loop])  # (k, P)
     Wf = np.concatenate(
         [np.asarray(w, np.float64).reshape(k, -1) for w in jax.tree_util.tree_leaves(W)], axis=1

@@ -20,7 +20,7 @@ PROGRAM = textwrap.dedent(
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp, numpy as np, optax
     import functional_nn as fnn
-    import functional_nn.train
+    import functional_nn.fit_loop
     from functional_nn.compilation_cache import use_persistent_cache
     use_persistent_cache()
     from functional_nn.parallel import data_mesh
@@ -34,7 +34,7 @@ PROGRAM = textwrap.dedent(
     params = net.init(jax.random.key(0))
     mesh = data_mesh()
 
-    seen, programs = {}, functional_nn.train._programs  # what the compiled loop is given
+    seen, programs = {}, functional_nn.fit_loop.programs  # what the compiled loop is given
     def spy(config):
         p = programs(config)
         def run(state, data):
@@ -45,7 +45,7 @@ PROGRAM = textwrap.dedent(
                 seen["hlo"] = p.run.lower(state, data).compile().as_text()
             return p.run(state, data)
         return p._replace(run=run)
-    functional_nn.train._programs = spy
+    functional_nn.fit_loop.programs = spy
 
     for batch in (None, 32):
         kw = dict(optimizer=optax.adam(1e-2), steps=60, batch_size=batch, key=jax.random.key(1),

@@ -339,7 +339,7 @@ def test_steps_not_a_multiple_of_chunk_size_compile_one_program(cancer, compilat
 
 
 def test_optimizer_keys_tell_equal_optimizers_from_different_ones():
-    from functional_nn.train import _optimizer_key
+    from functional_nn.fit_loop import optimizer_key as _optimizer_key
 
     params = (Layer(jnp.zeros((3, 2)), jnp.zeros(3)),)
     key = functools.partial(_optimizer_key, params=params)
@@ -353,7 +353,7 @@ def test_optimizer_keys_tell_equal_optimizers_from_different_ones():
     assert key(optax.adam(schedule)) == key(optax.adam(optax.exponential_decay(1e-3, 100, 0.5)))
     assert key(optax.adam(schedule)) != key(optax.adam(optax.exponential_decay(1e-3, 100, 0.6)))
     # the path that traces: an optimizer closing over something it cannot read by value
-    from functional_nn.train import _closure_key
+    from functional_nn.fit_loop import closure_key as _closure_key
 
     everything = lambda self, p: jax.tree_util.tree_map(lambda _: True, p)  # noqa: E731
     mask = type("Mask", (), {"__hash__": None, "__call__": everything})  # unhashable
@@ -395,9 +395,9 @@ def test_fit_copies_only_its_losses_to_the_host(host_reads, monkeypatch, key):
 
 
 def test_the_next_chunk_is_sent_before_the_last_one_is_read_and_the_state_donated(monkeypatch, key):
-    import functional_nn.train as train
+    import functional_nn.fit_loop as train
 
-    events, programs, device_get = [], train._programs, jax.device_get
+    events, programs, device_get = [], train.programs, jax.device_get
 
     def spy(config):
         p = programs(config)
@@ -413,7 +413,7 @@ def test_the_next_chunk_is_sent_before_the_last_one_is_read_and_the_state_donate
         events.append("read")
         return device_get(x)
 
-    monkeypatch.setattr(train, "_programs", spy)
+    monkeypatch.setattr(train, "programs", spy)
     monkeypatch.setattr(train, "_PROGRAMS", collections.OrderedDict())
     monkeypatch.setattr(train.jax, "device_get", read)
     net = Network((2, 3, 1))
@@ -424,7 +424,8 @@ def test_the_next_chunk_is_sent_before_the_last_one_is_read_and_the_state_donate
 
 
 def test_the_permutation_drawn_once_per_epoch_gives_the_batches_of_each_step(key):
-    from functional_nn.train import _Carry, make_step
+    from functional_nn.fit_loop import Carry as _Carry
+    from functional_nn.fit_loop import make_step
 
     ds = load_dataset("moons")  # 320 samples, 64 a batch: 5 steps an epoch
     net = Network((2, 4, 1))
