@@ -94,8 +94,12 @@ def parse_args(argv):
         p.error(f"--steps must be >= 1; got {args.steps}")
     if args.batch_size < 0:
         p.error(f"--batch-size must be >= 0 (0: full batch); got {args.batch_size}")
-    if args.weight_decay < 0:
-        p.error(f"--weight-decay must be >= 0; got {args.weight_decay}")
+    if not (args.weight_decay >= 0 and np.isfinite(args.weight_decay)):
+        p.error(f"--weight-decay must be a finite number >= 0; got {args.weight_decay}")
+    if args.seed < 0:
+        p.error(f"--seed must be >= 0; got {args.seed}")
+    if args.devices < 1:
+        p.error(f"--devices must be >= 1; got {args.devices}")
     available = len(jax.devices())
     if not 1 <= args.devices <= available:
         flag = f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}"
@@ -108,7 +112,17 @@ def parse_args(argv):
             problem = output_problem(path)
             if problem:
                 p.error(f"{flag} {path}: {problem}")
+    if args.plot is not None and Path(args.plot).suffix.lower().lstrip(".") not in PLOT_FORMATS:
+        p.error(f"--plot {args.plot}: the file name must end in one of "
+                f"{', '.join('.' + f for f in PLOT_FORMATS)}")  # fmt: skip
+    if args.save and args.plot and Path(args.save).resolve() == Path(args.plot).resolve():
+        p.error(f"--save and --plot name the same file {args.save}; the plot would overwrite "
+                "the checkpoint")  # fmt: skip
     return p, args
+
+
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp")
+"""What matplotlib's savefig writes, by file name suffix."""
 
 
 def output_problem(path: str) -> str | None:
@@ -146,7 +160,11 @@ def main(argv=None) -> int:
     output, loss = TASKS[task]
     net = fnn.Network(args.sizes, hidden=args.hidden, output=output)
     ds = fnn.load_dataset(args.dataset, jax.random.key(args.seed))
-    batch = None if args.batch_size == 0 else min(args.batch_size, ds.x_train.shape[0])
+    N = ds.x_train.shape[0]
+    if args.batch_size > N:
+        parser.error(f"--batch-size {args.batch_size} is more than the {N} training samples of "
+                     f"{args.dataset}; use at most {N}, or 0 for full batch")  # fmt: skip
+    batch = None if args.batch_size == 0 else args.batch_size
     mesh = None
     if args.devices > 1:
         mesh = data_mesh(jax.devices()[: args.devices])

@@ -73,6 +73,8 @@ def make_problem(net: fnn.Network, loss: str, seed: int, batch: int | None):
     x = jnp.asarray(rng.standard_normal(x_shape))
     if loss == "bce":
         y = jnp.asarray((rng.uniform(size=y_shape) > 0.5).astype(np.float64))
+    elif loss == "cross_entropy":  # one-hot rows
+        y = jnp.asarray(np.eye(net.O)[rng.integers(0, net.O, size=y_shape[:-1])])
     else:
         y = jnp.asarray(rng.standard_normal(y_shape))
     return params, x, y
@@ -128,7 +130,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", help="one network instead of the suite, e.g. 4,3,2")
     p.add_argument("--hidden", default="sigmoid", choices=sorted(fnn.ACTIVATIONS))
-    p.add_argument("--output", default="sigmoid", choices=["sigmoid", "identity"])
+    p.add_argument("--output", default="sigmoid", choices=list(fnn.OUTPUT_ACTIVATIONS))
     p.add_argument("--loss", default=None, choices=sorted(fnn.LOSSES))
     p.add_argument("--bias", action="store_true", help="give the network biases")
     p.add_argument("--seed", type=int, default=0)
@@ -144,6 +146,14 @@ def parse_args(argv):
         p.error(f"--methods: unknown {unknown}; choose from {sorted(METHODS)}")
     if args.batch < 1:
         p.error(f"--batch must be >= 1; got {args.batch}")
+    if args.seed < 0:
+        p.error(f"--seed must be >= 0; got {args.seed}")
+    if not args.sizes:
+        given = [f"--{k}" for k in ("hidden", "output", "loss", "bias", "seed", "batch")
+                 if getattr(args, k) != p.get_default(k)]  # fmt: skip
+        if given:
+            p.error(f"{', '.join(given)} describe one network: give it with --sizes too "
+                    "(without --sizes the embedded suite runs, with its own settings)")  # fmt: skip
     if args.json:  # checked before any work, so that nothing is computed for nothing
         folder = Path(args.json).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -164,7 +174,8 @@ def main(argv=None) -> int:
             net = fnn.Network(sizes, hidden=args.hidden, output=args.output, bias=args.bias)
         except ValueError as err:
             parser.error(f"--sizes {args.sizes!r}: {err}")
-        loss = args.loss or ("bce" if args.output == "sigmoid" else "mse")
+        default_loss = {"sigmoid": "bce", "softmax": "cross_entropy"}
+        loss = args.loss or default_loss.get(args.output, "mse")
         outputs = fnn.get_loss(loss).outputs
         if outputs is not None and args.output not in outputs:
             parser.error(

@@ -76,6 +76,17 @@ def test_validate_rejects_bad_options():
     r = _run("scripts/validate.py", "--sizes", "4,3", "--output", "identity", "--loss",
              "cross_entropy")  # fmt: skip
     assert r.returncode == 2 and "--loss cross_entropy needs --output softmax" in r.stderr
+    r = _run("scripts/validate.py", "--seed", "-1", "--sizes", "4,2")
+    assert r.returncode == 2 and "--seed must be >= 0" in r.stderr
+    r = _run("scripts/validate.py", "--hidden", "relu")  # without --sizes it would be ignored
+    assert r.returncode == 2 and "--hidden describe one network: give it with --sizes" in r.stderr
+
+
+def test_validate_checks_a_softmax_network_with_cross_entropy():
+    r = _run("scripts/validate.py", "--sizes", "3,4,3", "--output", "softmax", "--batch", "4",
+             "--methods", "backprop,finite_differences")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cross_entropy" in r.stdout and "2 passed, 0 failed" in r.stdout
 
 
 def test_validate_checks_its_output_path_before_any_work(tmp_path):

@@ -56,6 +56,12 @@ def test_train_script_runs_end_to_end_and_writes_its_files(tmp_path):
         (["--save", "{tmp}/missing/m.npz"], "the folder '{tmp}/missing' does not exist"),
         (["--plot", "{tmp}/missing/loss.png"], "the folder '{tmp}/missing' does not exist"),
         (["--save", "{tmp}"], "is a folder; give a file name"),
+        (["--save", "{tmp}/m.png", "--plot", "{tmp}/m.png"], "name the same file"),
+        (["--plot", "{tmp}/loss.txt"], "the file name must end in one of .png"),
+        (["--weight-decay", "nan"], "--weight-decay must be a finite number >= 0"),
+        (["--devices", "0"], "--devices must be >= 1"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+        ([*MOONS, "--batch-size", "10000"], "--batch-size 10000 is more than the 320 training"),
     ],
 )
 def test_bad_arguments_exit_2_before_any_work(train, capsys, tmp_path, args, message):
