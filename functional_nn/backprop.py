@@ -61,6 +61,7 @@ from functional_nn.objective import (  # noqa: F401 (prepare and the rest: also 
     objective,
     prepare,
     reduction_scale,
+    run_compiled,
     summed_loss,
     use_fused,
 )
@@ -114,6 +115,11 @@ def backprop(net: Network, loss: str | Loss, params: Params, x, y, reduction: st
     [(3, 4), (2, 3)]
     """
     loss, x, y = prepare(net, loss, params, x, y, reduction, "backprop")
+    return run_compiled(_backprop, (net, loss, reduction), (params, x, y))
+
+
+def _backprop(net: Network, loss: Loss, reduction: str, params: Params, x, y):
+    """The delta rule on checked batches."""
     trace = net.forward(params, x)
     z, h = trace.z, trace.h
     s = reduction_scale(reduction, x)
@@ -277,6 +283,12 @@ def jacobian_chain(
     """
     loss_, xb, yb = prepare(net, loss, params, x, y, reduction, "jacobian_chain")
     fused_ = use_fused(net, loss_, fused)
+    statics = (net, loss_, reduction, fused_, _FACTOR_BUDGET)
+    return run_compiled(_jacobian_chain, statics, (params, xb, yb))
+
+
+def _jacobian_chain(net, loss_, reduction, fused_, budget, params, xb, yb):
+    """The chain on checked batches, ``budget`` factor entries alive at once."""
 
     def chunk_sum(xs, ys):  # the summed gradient of a chunk of samples
         per_sample = jax.vmap(
@@ -285,7 +297,7 @@ def jacobian_chain(
         return jax.tree_util.tree_map(lambda g: jnp.sum(g, axis=0), per_sample)
 
     N = xb.shape[0]
-    chunk = max(1, min(N, _FACTOR_BUDGET // _factor_size(net)))
+    chunk = max(1, min(N, budget // _factor_size(net)))
     n_full, rest = divmod(N, chunk)
     # accumulated in the dtype the products come in (float32 for bfloat16 params and float32 x)
     total = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.result_type(p, xb)), params)

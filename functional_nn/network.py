@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_nn.activations import ACTIVATIONS, Activation, get_activation
-from functional_nn.compilation_cache import FAST_COMPILE
+from functional_nn.compilation_cache import FAST_COMPILE, run_compiled
 from functional_nn.validation import check_array, check_finite, check_key
 
 __all__ = ["Layer", "Network", "Params", "Trace", "equivalent_linear_map", "num_params"]
@@ -276,7 +276,7 @@ class Network:
         """
         self.check_params(params, "Network.trace")
         self.check_x(x, "Network.trace")
-        return self.forward(params, x)
+        return run_compiled(Network.forward, (self,), (params, x))
 
     def forward(self, params: Params, x: jax.Array) -> Trace:
         """:meth:`trace` without the argument checks, for callers that made them already."""

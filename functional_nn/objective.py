@@ -14,6 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from functional_nn.compilation_cache import run_compiled
 from functional_nn.losses import Loss, check_output, check_same_shape, check_targets, get_loss
 from functional_nn.network import Network, Params
 from functional_nn.validation import check_array
@@ -24,6 +25,7 @@ __all__ = [
     "objective",
     "prepare",
     "reduction_scale",
+    "run_compiled",
     "summed_loss",
     "use_fused",
 ]
@@ -111,7 +113,7 @@ def objective(net: Network, loss: str | Loss, reduction: str = "sum") -> Callabl
 
     def J(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
         loss_, xb, yb = prepare(net, loss, params, x, y, reduction, "objective")
-        return _checked_objective(net, loss_, reduction, params, xb, yb)
+        return run_compiled(_checked_objective, (net, loss_, reduction), (params, xb, yb))
 
     return J
 
@@ -130,6 +132,8 @@ def autodiff(net: Network, loss: str | Loss, params: Params, x, y, reduction: st
     The arguments are checked once, before differentiating (so concrete ``params`` are
     checked for finite values too, as every other method does)."""
     loss_, xb, yb = prepare(net, loss, params, x, y, reduction, "autodiff")
-    return jax.value_and_grad(lambda p: _checked_objective(net, loss_, reduction, p, xb, yb))(
-        params
-    )
+    return run_compiled(_autodiff, (net, loss_, reduction), (params, xb, yb))
+
+
+def _autodiff(net, loss, reduction, params, xb, yb):
+    return jax.value_and_grad(lambda p: _checked_objective(net, loss, reduction, p, xb, yb))(params)
