@@ -71,8 +71,12 @@ def reduction_scale(reduction: str, x: jax.Array) -> float:
 
 
 def use_fused(net: Network, loss: Loss, fused: bool | None) -> bool:
+    """Whether J starts from the logits: ``fused`` as given (``None``: whenever the loss fuses
+    with the network's output)."""
     if fused is None:
         return loss.fuses_with(net.output)
+    if not isinstance(fused, bool):
+        raise TypeError(f"fused must be None, True or False; got {fused!r}")
     if fused and not loss.fuses_with(net.output):
         raise ValueError(
             f"loss {loss.name!r} has no fused form for a {net.output!r} output "

@@ -396,3 +396,10 @@ def test_a_concrete_x_closed_over_in_a_trace_is_checked_on_its_device(key, monke
     x_nan = x.at[0, 0].set(jnp.nan)
     with pytest.raises(ValueError, match="x has 1 non-finite entries"):
         jax.jit(lambda p: backprop(net, "bce", p, x_nan, y))(params)
+
+
+@pytest.mark.parametrize("fused", ["yes", 1])
+def test_fused_must_be_a_bool(fused, key):
+    net = Network((3, 2))
+    with pytest.raises(TypeError, match="fused must be None, True or False"):
+        jacobian_factors(net, "bce", net.init(key), jnp.ones((1, 3)), jnp.ones((1, 2)), fused=fused)
