@@ -198,8 +198,7 @@ def fit(
         net, loss, params: the network, its loss and the starting parameters (never modified).
         x, y: the training set, ``(N, D)`` with ``N >= 1``, and the shape of ``y_hat``; NumPy or
             JAX arrays, put on the device once. Their values (finite, targets in range) are
-            checked at every call, except those of large ``jax.Array`` objects (a million
-            entries and more): immutable, they are checked once.
+            checked at every call, where they live (60,000 x 784 on a CPU: about 25 ms).
         optimizer: any optax ``GradientTransformation``, built: ``optax.adam(1e-3)``, not
             ``optax.adam``; default :func:`gradient_descent` (1e-3), the lecture's.
         steps: optimizer steps to take (an int >= 1).

@@ -3,8 +3,9 @@
 Every check raises ``ValueError`` (or ``TypeError`` for a value of the wrong kind) with a
 message that names where it happened, the argument, what was expected and what came. Checks
 of *values* (finiteness, ranges) run only on concrete arrays, never on tracers, and never copy
-a device array to the host: a ``jax.Array`` is reduced on its device to one scalar, a NumPy
-array or Python value is checked on the host where it already is.
+a device array to the host: a ``jax.Array`` on an accelerator (or over several devices) is
+reduced there and a few counts come back; one on a single CPU device, a NumPy array or a Python
+value is read by NumPy where it already is (see :func:`value_stats`).
 """
 
 from __future__ import annotations
