@@ -30,12 +30,20 @@ __all__ = [
     "use_persistent_cache",
 ]
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+FAST_COMPILE = {
+    "xla_backend_optimization_level": 0,
+    "xla_llvm_disable_expensive_passes": True,
+    "xla_cpu_use_fusion_emitters": False,
+}
 """XLA options for one program that is small or runs once (``jax.jit(f, compiler_options=...)``
-or ``.compile(compiler_options=...)``): about half the compile time (the complex step of the
-lecture's network, 0.99 s -> 0.63 s of CPU; ``Network.init`` of it, 1.1-1.4 s -> 0.55-0.75 s
-cold, 2 cores) for programs that then run in under a millisecond. The library uses it per
-program; :func:`prefer_fast_compilation` is the same for a whole process."""
+or ``.compile(compiler_options=...)``). The first two halve the compile time (the complex step
+of the lecture's network, 0.99 s -> 0.63 s of CPU; ``Network.init`` of it, 1.1-1.4 s ->
+0.55-0.75 s cold, 2 cores); XLA's older CPU fusion emitters, instead of the MLIR ones, halve
+what is left (the six methods of validate.py on three of its networks: 8.1-8.7 s -> 4.8-4.9 s
+of compilation) for programs that then run in milliseconds (the last is a CPU option, which
+other platforms' compilers do not read). The
+library uses it per program; :func:`prefer_fast_compilation` is the same for a whole
+process."""
 
 
 def default_cache_dir() -> Path:
@@ -67,15 +75,25 @@ def use_persistent_cache(path: str | os.PathLike | None = None) -> Path | None:
 
 
 def prefer_fast_compilation() -> None:
-    """Compile with XLA's backend optimizations mostly off (``jax_disable_most_optimizations``).
+    """Compile every program of this process as :data:`FAST_COMPILE` compiles one: XLA's backend
+    optimizations mostly off (``jax_disable_most_optimizations``) and the older CPU fusion
+    emitters (``--xla_cpu_use_fusion_emitters=false`` added to ``XLA_FLAGS``).
 
     For a process whose programs are small and run a few times (a gradient check, the test
-    suite), LLVM's optimization passes cost more than they save; results are the same IEEE
-    arithmetic (XLA's CPU backend does not reassociate without fast-math either way). Measured
-    on 2 cores, 9 jitted gradient programs: 8.7-9.2 s of compilation with the default, 4.8-6.9 s
-    with this. Not for training: a long-running program wants the optimized code.
+    suite), LLVM's optimization passes and the MLIR emitters cost more than they save; results
+    are the same IEEE arithmetic (XLA's CPU backend does not reassociate without fast-math
+    either way; a complex ``log`` or division may round differently in the last bit). Call it
+    before the process's first computation: XLA reads ``XLA_FLAGS`` once, when JAX creates its
+    backend. Not for training: a long-running program wants the optimized code.
+
+    Measured on 2 cores, the compilation of the six gradient methods of ``validate.py`` on
+    three of its networks (4-3-2, the deep sigmoid and the ReLU regression): 8.1-8.7 s with
+    JAX's defaults, 4.8-4.9 s with this.
     """
     jax.config.update("jax_disable_most_optimizations", True)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_use_fusion_emitters" not in flags:  # a user's own choice stands
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
 
 
 @functools.cache
