@@ -22,6 +22,8 @@ from pathlib import Path
 
 import jax
 
+from functional_nn.executable_cache import enable_executable_cache
+
 __all__ = [
     "FAST_COMPILE",
     "default_cache_dir",
@@ -55,13 +57,19 @@ def default_cache_dir() -> Path:
     return Path(base) / "functional_nn" / "jax"
 
 
-def use_persistent_cache(path: str | os.PathLike | None = None) -> Path | None:
+def use_persistent_cache(
+    path: str | os.PathLike | None = None, *, executables: bool = False
+) -> Path | None:
     """Keep every compiled program of this process in ``path`` (default
     :func:`default_cache_dir`) and read them back in later processes.
 
     Programs are cached whatever their compile time (JAX's default skips those under one
-    second, which here is nearly all of them). Returns the folder, or ``None`` when it cannot
-    be created (a read-only home): the process then compiles as usual.
+    second, which here is nearly all of them). With ``executables=True``, the executables of
+    :func:`~functional_nn.check_gradients`' built-in methods are also kept whole, in
+    ``path/functional_nn-executables``, so that a later process neither traces nor lowers
+    them (:mod:`functional_nn.executable_cache`, which says what keys them; leave it off in a
+    process that patches library functions in memory). Returns the folder, or ``None`` when
+    it cannot be created (a read-only home): the process then compiles as usual.
     """
     folder = Path(path) if path is not None else default_cache_dir()
     try:
@@ -71,6 +79,7 @@ def use_persistent_cache(path: str | os.PathLike | None = None) -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    enable_executable_cache(folder / "functional_nn-executables" if executables else None)
     return folder
 
 

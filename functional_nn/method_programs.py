@@ -2,7 +2,7 @@
 
 One executable per method and configuration, cached by (method, network, loss, reduction,
 argument types), so that checking again compiles nothing; the uncached ones are lowered in
-turn and compiled concurrently on the machine's cores; small problems compile with
+turn, each compiled on a pool of threads while the next is traced; small problems compile with
 :data:`~functional_nn.compilation_cache.FAST_COMPILE`.
 """
 
@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 import jax
 import jax.numpy as jnp
 
+from functional_nn import executable_cache
 from functional_nn.compilation_cache import FAST_COMPILE
 from functional_nn.network import num_params
 
-__all__ = ["compile_methods", "run_method"]
+__all__ = ["compile_methods", "forget_executables", "run_method"]
 
 
 def _jitted(method, net, loss, reduction: str, info: bool):
@@ -34,15 +35,18 @@ def _jitted(method, net, loss, reduction: str, info: bool):
 SMALL = 10_000
 """Problems with ``P * x.size`` up to this compile with :data:`FAST_COMPILE`."""
 
+WORKERS = 2
+
 _EXECUTABLES: dict = {}
 """Compiled programs by (method, net, loss, reduction, info, argument types): equal
 configurations share one program across calls."""
 
 
 def compile_methods(methods, net, loss, params, x, y, reduction) -> dict:
-    """One executable per method, the uncached ones lowered in turn (tracing is Python) and
-    compiled concurrently on the machine's cores (XLA compiles outside the GIL): the first
-    verdict is dominated by compilation, and the methods' programs are independent."""
+    """One executable per method. The uncached ones are traced and lowered in turn (Python,
+    under the GIL), and each is handed to a pool of compiling threads as soon as it is lowered
+    (XLA compiles outside the GIL): the first verdict is dominated by compilation, the methods'
+    programs are independent, and the next method is traced while the last one compiles."""
     args = (params, x, y)
     leaves, tree = jax.tree_util.tree_flatten(args)
     types = (tree, tuple((jnp.shape(a), jnp.result_type(a).name) for a in leaves))
@@ -58,22 +62,39 @@ def compile_methods(methods, net, loss, params, x, y, reduction) -> dict:
             todo[name] = (key, info, _jitted(method, net, loss, reduction, info))
         else:
             out[name] = hit
-    lowered = {name: (key, info, f.lower(*args)) for name, (key, info, f) in todo.items()}
-    workers = min(len(lowered), os.cpu_count() or 1)
-    if lowered:
-        with ThreadPoolExecutor(max(workers, 1)) as pool:
-            options = FAST_COMPILE if num_params(params) * max(jnp.size(x), 1) <= SMALL else None
-            done = pool.map(
-                lambda item: item[2].compile(compiler_options=options), lowered.values()
-            )
-            compiled = dict(zip(lowered, done, strict=True))
-        for name, (key, info, _) in lowered.items():
-            out[name] = (compiled[name], info)
-            if key is not None:
-                _EXECUTABLES[key] = out[name]
-                if len(_EXECUTABLES) > 256:  # the oldest goes first
-                    del _EXECUTABLES[next(iter(_EXECUTABLES))]
+    if not todo:
+        return out
+    options = FAST_COMPILE if num_params(params) * max(jnp.size(x), 1) <= SMALL else None
+    on_disk = {}
+    for name, (_, info, _) in list(todo.items()):
+        disk = executable_cache.disk_key(methods[name], net, loss, reduction, info, args, options)
+        on_disk[name] = disk
+        loaded = executable_cache.load(disk, args)
+        if loaded is not None:
+            out[name] = _keep(todo.pop(name)[0], (loaded, info))
+    compile_and_store = executable_cache.compile_and_store
+    with ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+        futures = {
+            name: pool.submit(compile_and_store, todo[name][2].lower(*args), on_disk[name], options)
+            for name in todo
+        }
+        for name, (key, info, _) in todo.items():
+            out[name] = _keep(key, (futures[name].result(), info))
     return out
+
+
+def _keep(key, executable):
+    """``executable`` kept in memory under ``key`` (if any); returned."""
+    if key is not None:
+        _EXECUTABLES[key] = executable
+        if len(_EXECUTABLES) > 256:  # the oldest goes first
+            del _EXECUTABLES[next(iter(_EXECUTABLES))]
+    return executable
+
+
+def forget_executables() -> None:
+    """Drop the executables kept in memory (a later check loads or compiles them again)."""
+    _EXECUTABLES.clear()
 
 
 def run_method(executable, params, x, y):

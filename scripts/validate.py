@@ -166,7 +166,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     """Exit 0: every method agrees; 1: a method disagrees; 2: bad arguments (argparse)."""
     parser, args = parse_args(argv)
-    use_persistent_cache()  # a second run reads its compiled programs back
+    use_persistent_cache(executables=True)  # a second run neither traces nor compiles
     prefer_fast_compilation()  # small programs, run a few times each
     if args.sizes:
         try:
