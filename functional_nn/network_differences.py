@@ -37,6 +37,7 @@ from functional_nn.precision import highest_precision
 __all__ = [
     "complex_step",
     "finite_differences",
+    "has_kinks",
     "local_evaluations",
     "local_finite_differences",
     "relu_pattern",
@@ -189,6 +190,11 @@ def local_finite_differences(
 # -- finite differences as gradient methods of networks -----------------------------------------
 
 
+def has_kinks(net: Network) -> bool:
+    """Whether a layer of ``net`` is a ReLU, whose kinks a finite-difference step can cross."""
+    return any(net.activation(l).name == "relu" for l in range(1, net.L + 2))
+
+
 def relu_pattern(net: Network, params: Params, x) -> jax.Array:
     """The activation pattern of every ReLU layer, ``z(l) > 0`` for all samples, flattened.
 
@@ -245,7 +251,7 @@ def _global(net, loss, params, x, y, reduction, scheme, eps, chunk_size, return_
         scheme,
         eps,
         chunk_size,
-        lambda p: relu_pattern(net, p, x),
+        (lambda p: relu_pattern(net, p, x)) if has_kinks(net) else None,  # none: less to trace
         True,
         mesh,
         True,
