@@ -9,15 +9,21 @@ a ReLU kink are left out and counted ("kink"), neither passed nor failed silentl
     python scripts/validate.py                       # the suite
     python scripts/validate.py --sizes 4,3,2 --hidden relu --output identity --loss mse --bias
     python scripts/validate.py --json out.json
+    python scripts/validate.py --jobs 1              # the suite in this process only
+
+The suite's networks are shared among ``--jobs`` fresh processes (default 2): tracing the
+checks' programs is Python, one core per process, and it is most of a cold run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import jax
@@ -126,6 +132,48 @@ def check_network(name, net, loss, seeds, batches, methods, directional=None):
     return rows, reports
 
 
+def _start_worker() -> None:
+    """A worker process's settings: those of main's process (x64 is set at import)."""
+    use_persistent_cache(executables=True)
+    prefer_fast_compilation()
+
+
+def _check_in_worker(item):
+    """check_network in a worker process; the reports come back as their text."""
+    name, kw, loss, seeds, batches, method_names, directional = item
+    methods = {m: METHODS[m] for m in method_names}
+    with jax.default_matmul_precision("highest"):
+        rows, reports = check_network(
+            name, fnn.Network(**kw), loss, seeds, batches, methods, directional
+        )
+    return rows, [str(r) for r in reports]
+
+
+def run_suite(suite, methods, directional, jobs):
+    """``check_network`` on every network of ``suite``, ``(rows, report texts)`` in its order.
+
+    With ``jobs > 1`` the networks are shared among that many fresh processes: tracing a
+    program is Python, one core per process, and it is most of a cold run (validate.py cold on
+    2 cores: 30 s in one process, 24 s in two). The methods must then be importable by name
+    (the built-in ones are); the deep network goes first, being the longest."""
+    if jobs <= 1 or len(suite) <= 1:
+        out = []
+        for name, kw, loss, seeds, batches in suite:
+            with jax.default_matmul_precision("highest"):  # true float products on any device
+                rows, reports = check_network(
+                    name, fnn.Network(**kw), loss, seeds, batches, methods, directional
+                )
+            out.append((rows, [str(r) for r in reports]))
+        return out
+    items = [(name, kw, loss, seeds, batches, list(methods), directional)
+             for name, kw, loss, seeds, batches in suite]  # fmt: skip
+    order = sorted(range(len(items)), key=lambda i: -fnn.Network(**items[i][1]).num_params())
+    context = multiprocessing.get_context("spawn")  # a fresh JAX in each, never a fork of one
+    with ProcessPoolExecutor(min(jobs, len(items)), context, _start_worker) as pool:
+        futures = {i: pool.submit(_check_in_worker, items[i]) for i in order}
+        return [futures[i].result() for i in range(len(items))]
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", help="one network instead of the suite, e.g. 4,3,2")
@@ -139,6 +187,12 @@ def parse_args(argv):
     p.add_argument("--directional", action="store_true", help="force the directional check")
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     p.add_argument("--verbose", action="store_true", help="print every leaf of every case")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes sharing the suite's networks (default: 2 on 2 cores or more)",
+    )
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in METHODS]
@@ -148,12 +202,29 @@ def parse_args(argv):
         p.error(f"--batch must be >= 1; got {args.batch}")
     if args.seed < 0:
         p.error(f"--seed must be >= 0; got {args.seed}")
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1; got {args.jobs}")
     if not args.sizes:
         given = [f"--{k}" for k in ("hidden", "output", "loss", "bias", "seed", "batch")
                  if getattr(args, k) != p.get_default(k)]  # fmt: skip
         if given:
             p.error(f"{', '.join(given)} describe one network: give it with --sizes too "
                     "(without --sizes the embedded suite runs, with its own settings)")  # fmt: skip
+    if args.sizes:  # the one network, checked here: every error before any work
+        try:
+            sizes = tuple(int(s) for s in args.sizes.split(","))
+            args.network = dict(sizes=sizes, hidden=args.hidden, output=args.output, bias=args.bias)
+            fnn.Network(**args.network)
+        except ValueError as err:
+            p.error(f"--sizes {args.sizes!r}: {err}")
+        default_loss = {"sigmoid": "bce", "softmax": "cross_entropy"}
+        args.loss = args.loss or default_loss.get(args.output, "mse")
+        outputs = fnn.get_loss(args.loss).outputs
+        if outputs is not None and args.output not in outputs:
+            p.error(
+                f"--loss {args.loss} needs --output {' or '.join(outputs)}; got --output "
+                f"{args.output}"
+            )
     if args.json:  # checked before any work, so that nothing is computed for nothing
         folder = Path(args.json).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -169,35 +240,25 @@ def main(argv=None) -> int:
     use_persistent_cache(executables=True)  # a second run neither traces nor compiles
     prefer_fast_compilation()  # small programs, run a few times each
     if args.sizes:
-        try:
-            sizes = tuple(int(s) for s in args.sizes.split(","))
-            net = fnn.Network(sizes, hidden=args.hidden, output=args.output, bias=args.bias)
-        except ValueError as err:
-            parser.error(f"--sizes {args.sizes!r}: {err}")
-        default_loss = {"sigmoid": "bce", "softmax": "cross_entropy"}
-        loss = args.loss or default_loss.get(args.output, "mse")
-        outputs = fnn.get_loss(loss).outputs
-        if outputs is not None and args.output not in outputs:
-            parser.error(
-                f"--loss {loss} needs --output {' or '.join(outputs)}; got --output {args.output}"
-            )
-        suite = [(f"{args.sizes} {args.hidden}", net, loss, (args.seed,), (args.batch,))]
+        suite = [(f"{args.sizes} {args.hidden}", args.network, args.loss, (args.seed,),
+                  (args.batch,))]  # fmt: skip
     else:
-        suite = [(n, fnn.Network(**kw), loss, s, b) for n, kw, loss, s, b in SUITE]
+        suite = SUITE
 
     console = Console(width=max(Console().width, 132))
     methods = {m: METHODS[m] for m in args.methods}
-    rows = []
     start = time.perf_counter()
-    for name, net, loss, seeds, batches in suite:
-        with jax.default_matmul_precision("highest"):  # true float products on any device
-            network_rows, reports = check_network(
-                name, net, loss, seeds, batches, methods, True if args.directional else None
-            )
-        rows += network_rows
-        if args.verbose:
+    # worker processes import the methods by name: only unpatched built-in ones travel
+    defaults = {**fnn.default_methods(), "sympy": sympy_gradient}
+    builtin = all(defaults.get(m) is method for m, method in methods.items())
+    results = run_suite(
+        suite, methods, True if args.directional else None, args.jobs if builtin else 1
+    )
+    rows = [row for network_rows, _ in results for row in network_rows]
+    if args.verbose:
+        for _, reports in results:
             for report in reports:
-                console.print(str(report), markup=False, highlight=False)
+                console.print(report, markup=False, highlight=False)
 
     table = Table(title=f"functional_nn: every gradient method against autodiff (float64, "
                         f"{jax.devices()[0].platform})")  # fmt: skip

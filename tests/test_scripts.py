@@ -6,6 +6,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,18 +70,51 @@ def test_validate_exits_1_when_a_method_is_broken(tmp_path):
     assert "FAIL" in r.stdout and "5 passed, 1 failed" in r.stdout
 
 
-def test_validate_rejects_bad_options():
+@pytest.fixture(scope="module")
+def validate():
+    """scripts/validate.py as a module (its arguments are parsed before any work); scripts/
+    stays on the path meanwhile, for the worker processes that import it by name."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import validate
+
+    yield validate
+    sys.path.remove(str(ROOT / "scripts"))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sizes", "4,0"], "sizes must hold at least two positive ints"),
+        (["--methods", "nope"], "unknown ['nope']"),
+        (["--sizes", "4,3", "--output", "identity", "--loss", "cross_entropy"],
+         "--loss cross_entropy needs --output softmax"),
+        (["--seed", "-1", "--sizes", "4,2"], "--seed must be >= 0"),
+        (["--hidden", "relu"], "--hidden describe one network: give it with --sizes"),
+        (["--jobs", "0"], "--jobs must be >= 1; got 0"),
+    ],
+)  # fmt: skip
+def test_validate_rejects_bad_options(validate, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        validate.parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_validate_exits_2_on_bad_options_from_the_command_line():
     r = _run("scripts/validate.py", "--sizes", "4,0")
     assert r.returncode == 2 and "sizes must hold at least two positive ints" in r.stderr
-    r = _run("scripts/validate.py", "--methods", "nope")
-    assert r.returncode == 2 and "unknown ['nope']" in r.stderr
-    r = _run("scripts/validate.py", "--sizes", "4,3", "--output", "identity", "--loss",
-             "cross_entropy")  # fmt: skip
-    assert r.returncode == 2 and "--loss cross_entropy needs --output softmax" in r.stderr
-    r = _run("scripts/validate.py", "--seed", "-1", "--sizes", "4,2")
-    assert r.returncode == 2 and "--seed must be >= 0" in r.stderr
-    r = _run("scripts/validate.py", "--hidden", "relu")  # without --sizes it would be ignored
-    assert r.returncode == 2 and "--hidden describe one network: give it with --sizes" in r.stderr
+
+
+def test_validate_shares_its_networks_among_processes_with_the_same_rows(validate):
+    suite = [
+        ("a", dict(sizes=(3, 2)), "bce", (0,), (4,)),
+        ("b", dict(sizes=(2, 3, 1), hidden="relu", output="identity"), "mse", (1,), (None,)),
+    ]
+    methods = {m: validate.METHODS[m] for m in ("backprop", "finite_differences")}
+    alone = validate.run_suite(suite, methods, None, jobs=1)
+    shared = validate.run_suite(suite, methods, None, jobs=2)  # two fresh processes
+    assert [rows for rows, _ in shared] == [rows for rows, _ in alone]  # the same bits
+    assert [len(reports) for _, reports in shared] == [1, 1]  # (their texts hold timings)
+    assert [row["network"] for rows, _ in shared for row in rows] == ["a"] * 2 + ["b"] * 2
 
 
 def test_validate_checks_a_softmax_network_with_cross_entropy():
