@@ -42,10 +42,9 @@ or ``.compile(compiler_options=...)``). The first two halve the compile time (th
 of the lecture's network, 0.99 s -> 0.63 s of CPU; ``Network.init`` of it, 1.1-1.4 s ->
 0.55-0.75 s cold, 2 cores); XLA's older CPU fusion emitters, instead of the MLIR ones, halve
 what is left (the six methods of validate.py on three of its networks: 8.1-8.7 s -> 4.8-4.9 s
-of compilation) for programs that then run in milliseconds (the last is a CPU option, which
-other platforms' compilers do not read). The
-library uses it per program; :func:`prefer_fast_compilation` is the same for a whole
-process."""
+of compilation) for programs that then run in milliseconds. The last is a CPU option, which
+other platforms' compilers do not read. The library uses it per program;
+:func:`prefer_fast_compilation` is the same for a whole process."""
 
 
 def default_cache_dir() -> Path:

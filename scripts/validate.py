@@ -138,11 +138,12 @@ def _start_worker() -> None:
     prefer_fast_compilation()
 
 
-def _check_in_worker(item):
-    """check_network in a worker process; the reports come back as their text."""
+def _check_one(item, methods=None):
+    """``check_network`` of one suite entry, here or in a worker process (which imports the
+    methods by name); the reports come back as their text."""
     name, kw, loss, seeds, batches, method_names, directional = item
-    methods = {m: METHODS[m] for m in method_names}
-    with jax.default_matmul_precision("highest"):
+    methods = methods or {m: METHODS[m] for m in method_names}
+    with jax.default_matmul_precision("highest"):  # true float products on any device
         rows, reports = check_network(
             name, fnn.Network(**kw), loss, seeds, batches, methods, directional
         )
@@ -154,23 +155,16 @@ def run_suite(suite, methods, directional, jobs):
 
     With ``jobs > 1`` the networks are shared among that many fresh processes: tracing a
     program is Python, one core per process, and it is most of a cold run (validate.py cold on
-    2 cores: 30 s in one process, 24 s in two). The methods must then be importable by name
-    (the built-in ones are); the deep network goes first, being the longest."""
-    if jobs <= 1 or len(suite) <= 1:
-        out = []
-        for name, kw, loss, seeds, batches in suite:
-            with jax.default_matmul_precision("highest"):  # true float products on any device
-                rows, reports = check_network(
-                    name, fnn.Network(**kw), loss, seeds, batches, methods, directional
-                )
-            out.append((rows, [str(r) for r in reports]))
-        return out
+    2 cores: 27-29 s in one process, 21-27 s in two). The methods must then be importable by
+    name (the built-in ones are); the deep network goes first, being the longest."""
     items = [(name, kw, loss, seeds, batches, list(methods), directional)
              for name, kw, loss, seeds, batches in suite]  # fmt: skip
+    if jobs <= 1 or len(items) <= 1:
+        return [_check_one(item, methods) for item in items]
     order = sorted(range(len(items)), key=lambda i: -fnn.Network(**items[i][1]).num_params())
     context = multiprocessing.get_context("spawn")  # a fresh JAX in each, never a fork of one
     with ProcessPoolExecutor(min(jobs, len(items)), context, _start_worker) as pool:
-        futures = {i: pool.submit(_check_in_worker, items[i]) for i in order}
+        futures = {i: pool.submit(_check_one, items[i]) for i in order}
         return [futures[i].result() for i in range(len(items))]
 
 
