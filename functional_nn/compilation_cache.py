@@ -68,12 +68,14 @@ def use_persistent_cache(
     ``path/functional_nn-executables``, so that a later process neither traces nor lowers
     them (:mod:`functional_nn.executable_cache`, which says what keys them; leave it off in a
     process that patches library functions in memory). Returns the folder, or ``None`` when
-    it cannot be created (a read-only home): the process then compiles as usual.
+    it cannot be created or written (a read-only home): the process then compiles as usual.
     """
     folder = Path(path) if path is not None else default_cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
+        return None
+    if not os.access(folder, os.W_OK | os.X_OK):  # JAX would warn at every program
         return None
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

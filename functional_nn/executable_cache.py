@@ -11,19 +11,23 @@ trace depends on:
 - the source of ``functional_nn`` and ``derivations`` (a hash of every file: any edit is a
   new key), the versions of Python, NumPy, jax, jaxlib and SymPy, the platform, the machine
   and its CPU;
-- the method (its module and name), the network, the loss (by name: only the built-in
+- the method (its module and name, and only when it is that very object there: a wrapper
+  with a library method's name is not), the network, the loss (by name: only the built-in
   ones), the reduction, whether it reports its evaluations, and the abstract arguments (tree,
   shapes, dtypes, weak types);
 - JAX's trace context (``jax_enable_x64``, the matmul precision and every other setting that
-  JAX itself keys its traces by), the compile options and ``XLA_FLAGS``.
+  JAX itself keys its traces by), its global settings (``jax_disable_most_optimizations``),
+  the compile options and ``XLA_FLAGS``.
 
 It is off unless a process turns it on (``use_persistent_cache(executables=True)``, as
 ``scripts/validate.py`` does); importing the library never does. What it cannot see is a
 library function patched in memory (``monkeypatch``): such a process must leave it off. A
 user's own methods and losses, several devices, or a JAX without the internals used here:
-the program is traced and compiled as usual. A file that cannot be read back is deleted and
-compiled again. Executables are Python pickles: the folder is created ``0o700`` and only
-files that the process's own user owns are read.
+the program is traced and compiled as usual. A file that cannot be read back, or that holds
+another key, is deleted and compiled again. Files of keys no longer used (after an edit of
+the library) are not removed: delete the folder to reclaim them. Executables are Python
+pickles: the folder is created ``0o700`` and only files that the process's own user owns are
+read.
 """
 
 from __future__ import annotations
@@ -48,10 +52,11 @@ __all__ = [
     "enable_executable_cache",
     "executable_folder",
     "load",
+    "repair_options",
     "store",
 ]
 
-FORMAT = 1
+FORMAT = 2
 PACKAGES = ("functional_nn", "derivations")
 """Whose methods are kept (``derivations``: the SymPy closed forms of validate.py), and whose
 source keys every executable."""
@@ -141,13 +146,35 @@ def _trace_context() -> str | None:
     return repr(parts)
 
 
+def _library_name(method) -> str | None:
+    """``module.qualname`` of a method that is that very object in a module of
+    :data:`PACKAGES`; ``None`` for anything else (a user's function, a wrapper that copies a
+    library method's name with ``functools.wraps``, a partial, a lambda)."""
+    module, name = getattr(method, "__module__", None), getattr(method, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(name, str) or "<" in name:
+        return None
+    if module.split(".")[0] not in PACKAGES or module not in sys.modules:
+        return None
+    found = sys.modules[module]
+    for part in name.split("."):
+        found = getattr(found, part, None)
+    return f"{module}.{name}" if found is method else None
+
+
+def _config() -> str:
+    """JAX's global settings (``jax_disable_most_optimizations`` among them: it changes the
+    compiled code), those with a stable text."""
+    items = sorted((k, repr(v)) for k, v in jax.config.values.items())
+    return repr([(k, v) for k, v in items if " at 0x" not in v])
+
+
 def disk_key(method, net, loss, reduction, info, args, options) -> str | None:
     """The file name of a method's executable, or ``None`` when it must not be kept: the cache
     is off, a method or loss from outside the library, several devices."""
     if _FOLDER[0] is None or jax.device_count() != 1:
         return None
-    module, name = getattr(method, "__module__", ""), getattr(method, "__qualname__", "")
-    if module.split(".")[0] not in PACKAGES or "<" in name:
+    name = _library_name(method)
+    if name is None:
         return None
     from functional_nn.losses import LOSSES  # noqa: PLC0415 -- losses imports nothing of this
 
@@ -165,9 +192,10 @@ def disk_key(method, net, loss, reduction, info, args, options) -> str | None:
     parts = (
         _environment(),
         context,
+        _config(),
         os.environ.get("XLA_FLAGS", ""),
         sorted((options or {}).items()),
-        f"{module}.{name}",
+        name,
         repr(net),
         loss_name,
         reduction,
@@ -180,15 +208,19 @@ def disk_key(method, net, loss, reduction, info, args, options) -> str | None:
 
 def load(key: str | None, args: tuple):
     """The executable kept under ``key``, tried once on ``args``; or ``None``. A file that
-    cannot be loaded, or whose executable fails on ``args``, is deleted (it is compiled and
-    kept again)."""
+    cannot be loaded, holds another key (renamed) or whose executable fails on ``args`` is
+    deleted where it can be (it is compiled and kept again)."""
     if key is None or _FOLDER[0] is None:
         return None
     path = _FOLDER[0] / f"{key}.exe"
     try:
         if path.stat().st_uid != os.getuid():
             return None
-        serialized, in_tree, out_tree = pickle.loads(path.read_bytes())  # noqa: S301 -- own files
+        kept_format, kept_key, serialized, in_tree, out_tree = pickle.loads(  # noqa: S301
+            path.read_bytes()  # the process's own files, in its own 0o700 folder
+        )
+        if (kept_format, kept_key) != (FORMAT, key):
+            raise ValueError(f"{path} holds another executable")
         from jax.experimental.serialize_executable import deserialize_and_load  # noqa: PLC0415
 
         executable = deserialize_and_load(serialized, in_tree, out_tree)
@@ -196,8 +228,11 @@ def load(key: str | None, args: tuple):
         return executable
     except FileNotFoundError:
         return None
-    except Exception:  # noqa: BLE001 -- a truncated or foreign file: compile again
-        path.unlink(missing_ok=True)
+    except Exception:  # noqa: BLE001 -- truncated, renamed or foreign: compile again
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:  # a read-only folder, a folder in the file's place: leave it
+            pass
         return None
 
 
@@ -209,11 +244,13 @@ def _listen(event: str, **kwargs) -> None:
         _FROM_JAX_CACHE.hit = True
 
 
-REPAIR = {"xla_cpu_collective_timeout_seconds": 86_399}
-"""A compile option that changes nothing but JAX's cache key (the checks' programs hold no
-collective; JAX leaves the dump options out of its key, so they cannot serve): a program
-that JAX's persistent cache holds, and this cache lost, is compiled afresh under it once, to
-be kept again."""
+def repair_options(key: str) -> dict:
+    """A compile option that changes nothing but JAX's cache key (the checks' programs hold no
+    collective; JAX leaves the dump options out of its key, so they cannot serve), its value
+    drawn from ``key``: a program that JAX's persistent cache holds, and this cache lost or
+    keys anew (after an edit of the library's source), is compiled afresh under it once, to be
+    kept again."""
+    return {"xla_cpu_collective_timeout_seconds": 86_400 + int(key[:7], 16)}
 
 
 def compile_and_store(lowered, key: str | None, options):
@@ -221,16 +258,16 @@ def compile_and_store(lowered, key: str | None, options):
 
     An executable that JAX read back from its own persistent cache cannot be kept: on CPU
     (jaxlib 0.10.2) serializing it again loses its kernels ("Function dot_general.5_kernel not
-    found" when it is called). Such a program is compiled once more under :data:`REPAIR`
-    (a miss in JAX's cache unless that too was done before: then nothing is kept, and the
-    program is traced again next time)."""
+    found" when it is called). Such a program is compiled once more under
+    :func:`repair_options` (a miss in JAX's cache unless that too was done before for this
+    key: then nothing is kept, and the program is traced again next time)."""
     _FROM_JAX_CACHE.hit = False
     compiled = lowered.compile(compiler_options=options)
     if key is None:
         return compiled
     if _FROM_JAX_CACHE.hit:
         _FROM_JAX_CACHE.hit = False
-        fresh = lowered.compile(compiler_options={**(options or {}), **REPAIR})
+        fresh = lowered.compile(compiler_options={**(options or {}), **repair_options(key)})
         if not _FROM_JAX_CACHE.hit:
             store(key, fresh)
         return compiled
@@ -246,7 +283,7 @@ def store(key: str | None, compiled) -> None:
     try:
         from jax.experimental.serialize_executable import serialize  # noqa: PLC0415
 
-        data = pickle.dumps(serialize(compiled))
+        data = pickle.dumps((FORMAT, key, *serialize(compiled)))
     except Exception:  # noqa: BLE001 -- an executable this backend cannot serialize
         return
     path = _FOLDER[0] / f"{key}.exe"

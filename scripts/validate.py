@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import jax
@@ -163,9 +162,10 @@ def run_suite(suite, methods, directional, jobs):
         return [_check_one(item, methods) for item in items]
     order = sorted(range(len(items)), key=lambda i: -fnn.Network(**items[i][1]).num_params())
     context = multiprocessing.get_context("spawn")  # a fresh JAX in each, never a fork of one
-    with ProcessPoolExecutor(min(jobs, len(items)), context, _start_worker) as pool:
-        futures = {i: pool.submit(_check_one, items[i]) for i in order}
-        return [futures[i].result() for i in range(len(items))]
+    # leaving the pool terminates the workers: Ctrl-C stops them at once, mid-network
+    with context.Pool(min(jobs, len(items)), _start_worker) as pool:
+        results = {i: pool.apply_async(_check_one, (items[i],)) for i in order}
+        return [results[i].get() for i in range(len(items))]
 
 
 def parse_args(argv):
@@ -191,7 +191,8 @@ def parse_args(argv):
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown or not args.methods:
-        p.error(f"--methods: unknown {unknown}; choose from {sorted(METHODS)}")
+        what = f"unknown {unknown}" if unknown else "no method given"
+        p.error(f"--methods: {what}; choose from {sorted(METHODS)}")
     if args.batch < 1:
         p.error(f"--batch must be >= 1; got {args.batch}")
     if args.seed < 0:

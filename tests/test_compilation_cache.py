@@ -1,6 +1,7 @@
 """The compilation settings of the scripts and the tests (functional_nn.compilation_cache)."""
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -12,8 +13,17 @@ import numpy as np
 import pytest
 
 from functional_nn import LOSSES, Network, backprop, default_methods
-from functional_nn.compilation_cache import FAST_COMPILE, prefer_fast_compilation
-from functional_nn.executable_cache import disk_key, enable_executable_cache
+from functional_nn.compilation_cache import (
+    FAST_COMPILE,
+    prefer_fast_compilation,
+    use_persistent_cache,
+)
+from functional_nn.executable_cache import (
+    compile_and_store,
+    disk_key,
+    enable_executable_cache,
+    load,
+)
 from functional_nn.method_programs import forget_executables
 
 
@@ -104,9 +114,12 @@ def test_a_second_process_neither_traces_nor_compiles_the_methods(tmp_path):
     assert second["traced"] == [] and second["errors"] == first["errors"]  # the same bits
     files[0].write_bytes(b"not an executable")  # truncated or foreign: compiled again
     files[1].unlink()  # lost, though JAX's persistent cache holds the program: the same
+    files[2].rename(files[1].with_name("swap"))  # two files under each other's key: the same
+    files[3].rename(files[2])
+    files[1].with_name("swap").rename(files[3])
     third = run()
-    assert len(third["traced"]) == 2 and third["errors"] == first["errors"]
-    assert all(f.stat().st_size > 1000 for f in files[:2])  # both kept again
+    assert len(third["traced"]) == 4 and third["errors"] == first["errors"]
+    assert all(f.stat().st_size > 1000 for f in files[:4])  # all kept again
     assert run()["traced"] == []
 
 
@@ -126,8 +139,29 @@ def test_what_changes_a_trace_changes_the_key(disk):
     with jax.numpy_rank_promotion("allow"):
         assert key() != base
     assert key(loss=LOSSES["bce"]) == base  # the built-in loss by name
-    # a method or a loss from outside the library is traced every time
+    jax.config.update("jax_disable_most_optimizations", False)  # another compiled program
+    try:
+        assert key() != base
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
+    # a method or a loss from outside the library is traced every time, even under its name
     assert key(method=lambda *a: backprop(*a)) is None
+    assert key(method=functools.wraps(backprop)(lambda *a: 2 * backprop(*a))) is None
     assert key(loss=dataclasses.replace(LOSSES["bce"])) is None  # an equal copy: not ours
     enable_executable_cache(None)
     assert key() is None
+
+
+def test_a_folder_in_a_files_place_is_compiled_around(disk):
+    net, params, x, y = _problem()
+    key = disk_key(backprop, net, "bce", "sum", False, (params, x, y), FAST_COMPILE)
+    (disk / f"{key}.exe").mkdir()
+    assert load(key, (params, x, y)) is None  # no IsADirectoryError
+    lowered = jax.jit(functools.partial(backprop, net, "bce")).lower(params, x, y)
+    compiled = compile_and_store(lowered, key, FAST_COMPILE)  # cannot be kept, still runs
+    np.testing.assert_array_equal(compiled(params, x, y)[0], backprop(net, "bce", params, x, y)[0])
+
+
+def test_an_unwritable_folder_turns_the_persistent_cache_down(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a read-only folder
+    assert use_persistent_cache(tmp_path) is None
