@@ -197,12 +197,8 @@ def _bug_params(dtype):
             "x": jax.random.normal(k[2], (3,), dtype)}  # fmt: skip
 
 
-def _with_grad(f, mutate):
-    """``f`` whose gradient (as a custom_vjp) is ``mutate(jax.grad(f))``: what jax's check_grads
-    can be given; ``grad`` the same mutated gradient for check_grad."""
-
-    def grad(p):
-        return mutate(jax.grad(f)(p))
+def _vjp_from(f, grad):
+    """``f`` as a custom_vjp whose gradient is ``grad(p)`` (scaled by the cotangent)."""
 
     @jax.custom_vjp
     def h(p):
@@ -212,7 +208,17 @@ def _with_grad(f, mutate):
         return (jax.tree_util.tree_map(lambda g: ct * g, grad(p)),)
 
     h.defvjp(lambda p: (f(p), p), bwd)
-    return h, grad
+    return h
+
+
+def _with_grad(f, mutate):
+    """``f`` whose gradient (as a custom_vjp) is ``mutate(jax.grad(f))``: what jax's check_grads
+    can be given; ``grad`` the same mutated gradient for check_grad."""
+
+    def grad(p):
+        return mutate(jax.grad(f)(p))
+
+    return _vjp_from(f, grad), grad
 
 
 def _largest_off(dtype):
@@ -253,14 +259,7 @@ def bug_table(dtype: str) -> list[dict]:
         w = jax.lax.stop_gradient(p["w"])
         return {"w": 3 * w**2 * p["a"], "a": p["w"] ** 3}
 
-    @jax.custom_vjp
-    def cube_sg(p):
-        return cube(p)
-
-    def cube_bwd(p, ct):
-        return (jax.tree_util.tree_map(lambda g: ct * g, grad_sg(p)),)
-
-    cube_sg.defvjp(lambda p: (cube(p), p), cube_bwd)
+    cube_sg = _vjp_from(cube, grad_sg)
     q = {"w": jnp.array([1.0, -2.0, 0.5], dtype), "a": jnp.array([0.5, 1.5, -1.0], dtype)}
     rows.append({"bug": "misplaced stop_gradient (order 2)",
                  "ours": _where(fnn.check_grad(cube, q, grad=grad_sg, order=2)),
