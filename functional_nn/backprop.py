@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from functional_nn.compilation_cache import as_loop
 from functional_nn.losses import Loss
 from functional_nn.network import Layer, Network, Params
 from functional_nn.objective import (  # noqa: F401 (prepare and the rest: also imported from here)
@@ -308,7 +309,7 @@ def _jacobian_chain(net, loss_, reduction, fused_, budget, params, xb, yb):
         def add(acc, c):
             return jax.tree_util.tree_map(jnp.add, acc, chunk_sum(*c)), None
 
-        total, _ = jax.lax.scan(add, total, (xs, ys))
+        total, _ = as_loop(jax.lax.scan, add, total, (xs, ys))
     if rest:
         total = jax.tree_util.tree_map(jnp.add, total, chunk_sum(xb[n_full * chunk :],
                                                                yb[n_full * chunk :]))  # fmt: skip

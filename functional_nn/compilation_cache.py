@@ -15,6 +15,7 @@ thing; the library itself never does.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable
@@ -26,7 +27,10 @@ from functional_nn.executable_cache import enable_executable_cache
 
 __all__ = [
     "FAST_COMPILE",
+    "FAST_XLA_FLAGS",
+    "as_loop",
     "default_cache_dir",
+    "inline_jits",
     "prefer_fast_compilation",
     "run_compiled",
     "use_persistent_cache",
@@ -36,15 +40,28 @@ FAST_COMPILE = {
     "xla_backend_optimization_level": 0,
     "xla_llvm_disable_expensive_passes": True,
     "xla_cpu_use_fusion_emitters": False,
+    "xla_cpu_parallel_codegen_split_count": 1,
 }
 """XLA options for one program that is small or runs once (``jax.jit(f, compiler_options=...)``
 or ``.compile(compiler_options=...)``). The first two halve the compile time (the complex step
 of the lecture's network, 0.99 s -> 0.63 s of CPU; ``Network.init`` of it, 1.1-1.4 s ->
 0.55-0.75 s cold, 2 cores); XLA's older CPU fusion emitters, instead of the MLIR ones, halve
 what is left (the six methods of validate.py on three of its networks: 8.1-8.7 s -> 4.8-4.9 s
-of compilation) for programs that then run in milliseconds. The last is a CPU option, which
-other platforms' compilers do not read. The library uses it per program;
-:func:`prefer_fast_compilation` is the same for a whole process."""
+of compilation) for programs that then run in milliseconds; and one LLVM module per program
+instead of parts compiled on a pool (``xla_cpu_parallel_codegen_split_count``) takes a fifth
+off again (the six programs of ``check_gradients`` on the lecture's network, 0.65 s -> 0.52 s
+of compilation, median ratio 0.78 over 8 interleaved rounds, 2 cores): splitting costs more
+than it saves on a program this small, and the library compiles several programs at once
+anyway. The last two are CPU options, which other platforms' compilers do not read. The
+library uses them per program; :func:`prefer_fast_compilation` is the same for a whole
+process."""
+
+FAST_XLA_FLAGS = {
+    "xla_cpu_use_fusion_emitters": "false",
+    "xla_cpu_parallel_codegen_split_count": "1",
+}
+"""The CPU options of :data:`FAST_COMPILE` as :func:`prefer_fast_compilation` adds them to
+``XLA_FLAGS``."""
 
 
 def default_cache_dir() -> Path:
@@ -86,24 +103,55 @@ def use_persistent_cache(
 
 def prefer_fast_compilation() -> None:
     """Compile every program of this process as :data:`FAST_COMPILE` compiles one: XLA's backend
-    optimizations mostly off (``jax_disable_most_optimizations``) and the older CPU fusion
-    emitters (``--xla_cpu_use_fusion_emitters=false`` added to ``XLA_FLAGS``).
+    optimizations mostly off (``jax_disable_most_optimizations``), the older CPU fusion
+    emitters and one LLVM module per program (:data:`FAST_XLA_FLAGS`, added to
+    ``XLA_FLAGS``).
 
     For a process whose programs are small and run a few times (a gradient check, the test
     suite), LLVM's optimization passes and the MLIR emitters cost more than they save; results
     are the same IEEE arithmetic (XLA's CPU backend does not reassociate without fast-math
     either way; a complex ``log`` or division may round differently in the last bit). Call it
     before the process's first computation: XLA reads ``XLA_FLAGS`` once, when JAX creates its
-    backend. Not for training: a long-running program wants the optimized code.
+    backend. A flag the user has set in ``XLA_FLAGS`` stands. Not for training: a
+    long-running program wants the optimized code.
 
     Measured on 2 cores, the compilation of the six gradient methods of ``validate.py`` on
     three of its networks (4-3-2, the deep sigmoid and the ReLU regression): 8.1-8.7 s with
-    JAX's defaults, 4.8-4.9 s with this.
+    JAX's defaults, 4.8-4.9 s with the first two.
     """
     jax.config.update("jax_disable_most_optimizations", True)
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_use_fusion_emitters" not in flags:  # a user's own choice stands
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
+    for name, value in FAST_XLA_FLAGS.items():
+        if name not in flags:  # a user's own choice stands
+            flags = f"{flags} --{name}={value}".strip()
+    os.environ["XLA_FLAGS"] = flags
+
+
+@contextlib.contextmanager
+def inline_jits():
+    """Trace with every ``jax.jit`` met inside inlined: ``jnp``'s own (``jnp.where``,
+    ``jnp.sum``, ``jnp.matmul`` and the rest are jitted functions) and the library's.
+
+    Each such call is otherwise a trace of its own, cached per signature, and under ``vmap``
+    a jaxpr batched and lowered of its own: in a fresh process that costs more than the
+    arithmetic it wraps. Inlined (``jax.disable_jit`` while ``jit(...).lower`` traces), the
+    same primitives land directly in the one program; XLA inlines nested calls anyway, so
+    the compiled program computes the same (the built-in methods' results are identical,
+    ``tests/test_compilation_cache.py``). ``jax.disable_jit`` also runs ``lax.scan`` and
+    ``lax.map`` as Python loops, one copy of the body per step: every loop of the library's
+    gradient methods goes through :func:`as_loop`, which keeps it one loop. Only for code
+    written so: :func:`~functional_nn.check_gradients` traces the library's own methods with
+    built-in losses under it, never a user's method or loss.
+    """
+    with jax.disable_jit():
+        yield
+
+
+def as_loop(loop: Callable, *args, **kwargs):
+    """``loop(*args, **kwargs)`` (``jax.lax.scan``, ``jax.lax.map``) traced with ``jit`` on:
+    one loop in the program, also under :func:`inline_jits`."""
+    with jax.disable_jit(False):
+        return loop(*args, **kwargs)
 
 
 @functools.cache

@@ -51,6 +51,7 @@ __all__ = [
     "disk_key",
     "enable_executable_cache",
     "executable_folder",
+    "library_names",
     "load",
     "repair_options",
     "store",
@@ -161,6 +162,22 @@ def _library_name(method) -> str | None:
     return f"{module}.{name}" if found is method else None
 
 
+def library_names(method, loss) -> tuple[str, str] | None:
+    """``(method, loss)`` by name when both are the library's own (the method that very
+    object in a module of :data:`PACKAGES`, the loss a name or a built-in ``Loss``); ``None``
+    when either comes from elsewhere."""
+    name = _library_name(method)
+    if name is None:
+        return None
+    from functional_nn.losses import LOSSES  # noqa: PLC0415 -- losses imports nothing of this
+
+    if isinstance(loss, str):
+        return name, loss
+    if any(loss is built_in for built_in in LOSSES.values()):
+        return name, loss.name
+    return None
+
+
 def _config() -> str:
     """JAX's global settings (``jax_disable_most_optimizations`` among them: it changes the
     compiled code), those with a stable text."""
@@ -173,17 +190,10 @@ def disk_key(method, net, loss, reduction, info, args, options) -> str | None:
     is off, a method or loss from outside the library, several devices."""
     if _FOLDER[0] is None or jax.device_count() != 1:
         return None
-    name = _library_name(method)
-    if name is None:
+    names = library_names(method, loss)
+    if names is None:
         return None
-    from functional_nn.losses import LOSSES  # noqa: PLC0415 -- losses imports nothing of this
-
-    if isinstance(loss, str):
-        loss_name = loss
-    elif any(loss is built_in for built_in in LOSSES.values()):
-        loss_name = loss.name
-    else:
-        return None
+    name, loss_name = names
     context = _trace_context()
     if context is None:
         return None

@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
+from functional_nn.compilation_cache import as_loop
 from functional_nn.complex_step import CROSS_CHECKS, check_complex_input, complex_step_agrees
 from functional_nn.flat import check_float_dtype, ravel_params, unraveler
 from functional_nn.parallel import auto_mesh
@@ -112,8 +113,7 @@ def _directional_columns(g, theta, scheme, h, chunk_size, pattern, mesh=None):
 
     positions = jnp.arange(P)
 
-    def one(i):
-        h_i = h[i]
+    def one(i, h_i):
         e_h = jnp.where(positions == i, h_i, 0)  # h_i e_i (a compare: no scatter to batch)
         crossed = jnp.zeros(base_pattern.shape, bool)
         if scheme == "complex_step":
@@ -132,38 +132,40 @@ def _directional_columns(g, theta, scheme, h, chunk_size, pattern, mesh=None):
 
     chunk = min(chunk_size, P)
     if mesh is None and P <= chunk:  # one chunk: a plain vmap, the smallest program
-        columns, crossed = jax.vmap(one)(jnp.arange(P))
+        columns, crossed = jax.vmap(one)(positions, h)
     elif mesh is None:
-        columns, crossed = jax.lax.map(one, jnp.arange(P), batch_size=chunk)
+        columns, crossed = as_loop(
+            jax.lax.map, lambda ih: one(*ih), (positions, h), batch_size=chunk
+        )
     else:
-        columns, crossed = _sharded_map(one, P, chunk, auto_mesh(mesh))
+        columns, crossed = _sharded_map(one, h, chunk, auto_mesh(mesh))
     if scheme == "forward":
         columns = columns - g(theta)[None, :] / h[:, None]
     return columns, crossed
 
 
-def _sharded_map(one, P: int, chunk: int, mesh):
-    """``lax.map(one, arange(P), batch_size=chunk)`` with its whole chunks split over the
+def _sharded_map(one, h, chunk: int, mesh):
+    """``lax.map(one, (arange(P), h), batch_size=chunk)`` with its whole chunks split over the
     devices of ``mesh``: each device scans its chunks exactly as the unsharded map scans
     them, so every column is computed by the same arithmetic and the result is identical.
     The chunks are padded to a multiple of the device count with copies of chunk 0, whose
     results are discarded; the ``P mod chunk`` remaining directions run as the map runs them.
     """
-    n = mesh.size
+    n, P = mesh.size, h.shape[0]
     n_full = P // chunk
     if n_full == 0:  # fewer directions than one chunk: nothing to split
-        return jax.vmap(one)(jnp.arange(P))
+        return jax.vmap(one)(jnp.arange(P), h)
     per_device = -(-n_full // n)
     blocks = jnp.arange(n * per_device * chunk).reshape(n * per_device, chunk) % (n_full * chunk)
     spec = PartitionSpec(mesh.axis_names)
 
-    def local(b):  # (per_device, chunk) directions on this device
-        return jax.lax.map(jax.vmap(one), b)
+    def local(b, hb):  # (per_device, chunk) directions on this device
+        return as_loop(jax.lax.map, lambda a: jax.vmap(one)(*a), (b, hb))
 
-    out = jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec)(blocks)
+    out = jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec)(blocks, h[blocks])
     columns, crossed = (a.reshape(n * per_device * chunk, -1)[: n_full * chunk] for a in out)
     if P % chunk:
-        rest = jax.vmap(one)(jnp.arange(n_full * chunk, P))
+        rest = jax.vmap(one)(jnp.arange(n_full * chunk, P), h[n_full * chunk :])
         columns = jnp.concatenate([columns, rest[0]])
         crossed = jnp.concatenate([crossed, rest[1]])
     return columns, crossed

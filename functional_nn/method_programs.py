@@ -3,11 +3,14 @@
 One executable per method and configuration, cached by (method, network, loss, reduction,
 argument types), so that checking again compiles nothing; the uncached ones are lowered in
 turn, each compiled on a pool of threads while the next is traced; small problems compile with
-:data:`~functional_nn.compilation_cache.FAST_COMPILE`.
+:data:`~functional_nn.compilation_cache.FAST_COMPILE`. The library's own methods with a
+built-in loss are traced with nested jits inlined
+(:func:`~functional_nn.compilation_cache.inline_jits`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -18,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_nn import executable_cache
-from functional_nn.compilation_cache import FAST_COMPILE
+from functional_nn.compilation_cache import FAST_COMPILE, inline_jits
 from functional_nn.network import num_params
 
 __all__ = ["compile_methods", "forget_executables", "run_method"]
@@ -74,10 +77,12 @@ def compile_methods(methods, net, loss, params, x, y, reduction) -> dict:
             out[name] = _keep(todo.pop(name)[0], (loaded, info))
     compile_and_store = executable_cache.compile_and_store
     with ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
-        futures = {
-            name: pool.submit(compile_and_store, todo[name][2].lower(*args), on_disk[name], options)
-            for name in todo
-        }
+        futures = {}
+        for name, (_, _, jitted) in todo.items():
+            own = executable_cache.library_names(methods[name], loss) is not None
+            with inline_jits() if own else contextlib.nullcontext():
+                lowered = jitted.lower(*args)
+            futures[name] = pool.submit(compile_and_store, lowered, on_disk[name], options)
         for name, (key, info, _) in todo.items():
             out[name] = _keep(key, (futures[name].result(), info))
     return out

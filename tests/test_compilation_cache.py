@@ -1,7 +1,10 @@
 """The compilation settings of the scripts and the tests (functional_nn.compilation_cache)."""
 
+import contextlib
 import dataclasses
 import functools
+import importlib
+import inspect
 import json
 import os
 import subprocess
@@ -12,9 +15,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from functional_nn import LOSSES, Network, backprop, default_methods
+from functional_nn import (
+    LOSSES,
+    Network,
+    autodiff,
+    backprop,
+    check_gradients,
+    default_methods,
+    method_programs,
+)
 from functional_nn.compilation_cache import (
     FAST_COMPILE,
+    FAST_XLA_FLAGS,
+    as_loop,
+    inline_jits,
     prefer_fast_compilation,
     use_persistent_cache,
 )
@@ -26,18 +40,33 @@ from functional_nn.executable_cache import (
 )
 from functional_nn.method_programs import forget_executables
 
+# functional_nn.backprop is the function; the module it comes from:
+backprop_module = importlib.import_module("functional_nn.backprop")
 
-def test_prefer_fast_compilation_adds_the_older_emitters_and_keeps_a_users_choice(monkeypatch):
+
+def test_prefer_fast_compilation_adds_its_cpu_flags_and_keeps_a_users_choice(monkeypatch):
+    fast = "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nowhere")
     prefer_fast_compilation()
-    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/nowhere --xla_cpu_use_fusion_emitters=false"
+    assert os.environ["XLA_FLAGS"] == f"--xla_dump_to=/nowhere {fast}"
     assert jax.config.values["jax_disable_most_optimizations"]
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
     prefer_fast_compilation()
-    assert os.environ["XLA_FLAGS"] == "--xla_cpu_use_fusion_emitters=true"
+    assert os.environ["XLA_FLAGS"] == (
+        "--xla_cpu_use_fusion_emitters=true --xla_cpu_parallel_codegen_split_count=1"
+    )
     monkeypatch.delenv("XLA_FLAGS")
     prefer_fast_compilation()
-    assert os.environ["XLA_FLAGS"] == "--xla_cpu_use_fusion_emitters=false"
+    assert os.environ["XLA_FLAGS"] == fast
+
+
+def test_fast_xla_flags_are_flags_xla_reads():
+    """An unknown name in ``XLA_FLAGS`` aborts the process when JAX creates its backend."""
+    env = {**os.environ, "XLA_FLAGS": " ".join(f"--{k}={v}" for k, v in FAST_XLA_FLAGS.items())}
+    code = "import jax.numpy as jnp; print(float(jnp.ones(3).sum()))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "3.0", out.stderr[-2000:]
+    assert set(FAST_XLA_FLAGS) <= set(FAST_COMPILE)
 
 
 def test_fast_compile_options_are_accepted_and_compute_the_same_values():
@@ -165,3 +194,102 @@ def test_a_folder_in_a_files_place_is_compiled_around(disk):
 def test_an_unwritable_folder_turns_the_persistent_cache_down(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a read-only folder
     assert use_persistent_cache(tmp_path) is None
+
+
+# -- nested jits inlined while the library's methods are traced -----------------------------------
+
+
+def _lowered(method, net, loss, args, inline: bool):
+    kw = {"return_info": True} if "return_info" in inspect.signature(method).parameters else {}
+    jitted = jax.jit(functools.partial(method, net, loss, **kw))
+    with inline_jits() if inline else contextlib.nullcontext():
+        return jitted.lower(*args)
+
+
+@pytest.mark.parametrize("case", ["lecture", "loops"])
+def test_inlined_methods_compute_the_same_and_keep_their_loops(case, monkeypatch):
+    """Every built-in method traced with nested jits inlined gives the very numbers of the
+    usual trace; where the usual program loops (finite differences over P > 32 directions in
+    chunks, the Jacobian chain over chunks of samples), the inlined one loops as often: no
+    loop is unrolled into copies of its body."""
+    if case == "lecture":
+        net, loss, n = Network((4, 3, 2), bias=False), "bce", 8
+    else:
+        net, loss, n = Network((6, 8, 3), hidden="relu", output="identity"), "mse", 24
+        budget = 5 * backprop_module._factor_size(net)  # chunks of 5 samples: 5 steps
+        monkeypatch.setattr(backprop_module, "_FACTOR_BUDGET", budget)
+    params = net.init(jax.random.key(1), jnp.float64)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(n, net.sizes[0]))
+    y = (rng.uniform(size=(n, net.sizes[-1])) > 0.5).astype(np.float64)
+    loops = {}
+    for name, method in {"autodiff": autodiff, **default_methods()}.items():
+        usual = _lowered(method, net, loss, (params, x, y), inline=False)
+        inlined = _lowered(method, net, loss, (params, x, y), inline=True)
+        loops[name] = usual.as_text().count("stablehlo.while")
+        assert inlined.as_text().count("stablehlo.while") == loops[name], name
+        for a, b in zip(
+            jax.tree_util.tree_leaves(usual.compile()(params, x, y)),
+            jax.tree_util.tree_leaves(inlined.compile()(params, x, y)),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+    if case == "loops":  # the loops the test is about are there
+        assert loops["finite_differences"] >= 1 and loops["jacobian_chain"] >= 1, loops
+
+
+def test_as_loop_keeps_a_scan_one_loop_under_inline_jits():
+    steps = []
+
+    def body(c, _):
+        steps.append(1)
+        return c + 1.0, None
+
+    with inline_jits():
+        jax.make_jaxpr(lambda c: jax.lax.scan(body, c, None, length=3))(0.0)
+        unrolled = len(steps)
+        jax.make_jaxpr(lambda c: as_loop(jax.lax.scan, body, c, None, length=3))(0.0)
+    assert unrolled == 3 and len(steps) == 4  # disable_jit unrolls; as_loop traces it once
+
+
+def test_only_the_librarys_own_methods_with_its_own_losses_are_inlined(monkeypatch):
+    """A user's method, or a library method with a user's loss, is traced as JAX traces it:
+    their code may hold loops that inlining would unroll (seen here: a scan of 3 steps whose
+    body runs once when traced as a loop, 3 times when unrolled)."""
+    forget_executables()
+    entered = []
+    real = method_programs.inline_jits
+
+    @contextlib.contextmanager
+    def counted():
+        entered.append(1)
+        with real():
+            yield
+
+    monkeypatch.setattr(method_programs, "inline_jits", counted)
+    bodies = []
+
+    def loop_of_three(v):
+        def body(c, _):
+            bodies.append(1)
+            return c, None
+
+        return jax.lax.scan(body, v, None, length=3)[0]
+
+    def mine(net, loss, params, x, y):
+        return autodiff(net, loss, params, jax.tree_util.tree_map(loop_of_three, x), y)
+
+    net = Network((3, 2, 1))
+    params = net.init(jax.random.key(0), jnp.float64)
+    x, y = np.ones((4, 3)), np.array([[0.0], [1.0], [1.0], [0.0]])
+    check_gradients(net, "bce", params, x, y, methods={"mine": mine, "backprop": backprop})
+    assert len(entered) == 2 and len(bodies) == 1  # backprop and autodiff inlined, mine not
+    entered.clear()
+    bodies.clear()
+    mse = LOSSES["mse"]
+    theirs = dataclasses.replace(
+        mse, name="theirs", value=lambda a, b: mse.value(loop_of_three(a), b)
+    )
+    check_gradients(Network((3, 2, 1), output="identity"), theirs, params, x, y,
+                    methods={"backprop": backprop})  # fmt: skip
+    assert entered == [] and len(bodies) >= 1 and len(bodies) % 3 != 0
