@@ -278,14 +278,18 @@ class Network:
         self.check_x(x, "Network.trace")
         return run_compiled(Network.forward, (self,), (params, x))
 
-    def forward(self, params: Params, x: jax.Array) -> Trace:
-        """:meth:`trace` without the argument checks, for callers that made them already."""
+    def forward(self, params: Params, x: jax.Array, *, output: bool = True) -> Trace:
+        """:meth:`trace` without the argument checks, for callers that made them already.
+
+        ``output=False`` leaves the output activation out (``h[L+1]`` is ``None``), for a
+        caller that reads only the logits ``z(L+1)``: a loss fused with the output.
+        """
         h, zs, hs = x, [None], [x]
         for l, (W, b) in enumerate(params, start=1):
             z = h @ W.T  # (N, H_l)
             if b is not None:
                 z = z + jnp.broadcast_to(b, z.shape)
-            h = self.activation(l).fn(z)
+            h = self.activation(l).fn(z) if output or l <= self.L else None
             zs.append(z)
             hs.append(h)
         return Trace(tuple(zs), tuple(hs))

@@ -113,7 +113,7 @@ def _local_layer(W, b, h_prev, fn, kinked, g, g_kink, first, scheme, eps):
 def _local_sample(net, loss, params, x, y, fused, scheme, eps):
     """Local factors of one sample, each by finite differences of its own local function,
     chained backwards as jacobian_chain chains the exact ones; kink masks alongside."""
-    trace = net.trace(params, x)
+    trace = net.forward(params, x, output=not fused)  # x: one sample, checked by the caller
     L1 = net.L + 1
     if fused:  # the output activation is in the seed: dJ/dz(L+1), and layer L+1 gives z(L+1)
         seed, seed_kink = _local_jacobian(
@@ -180,7 +180,7 @@ def local_finite_differences(
     )(xb, yb)
     s = reduction_scale(reduction, xb)
     grads = jax.tree_util.tree_map(lambda g: s * jnp.sum(g, axis=0), per_sample)
-    J = s * summed_loss(net, loss_, net.trace(params, xb), yb, fused)
+    J = s * summed_loss(net, loss_, net.forward(params, xb, output=not fused), yb, fused)
     if not return_info:
         return J, grads
     kinks = jax.tree_util.tree_map(lambda k: jnp.any(k, axis=0), kinks)

@@ -124,10 +124,9 @@ def objective(net: Network, loss: str | Loss, reduction: str = "sum") -> Callabl
 
 def _checked_objective(net: Network, loss: Loss, reduction: str, params: Params, xb, yb):
     """J of batches whose arguments :func:`prepare` has checked."""
-    trace = net.forward(params, xb)
-    return reduction_scale(reduction, xb) * summed_loss(
-        net, loss, trace, yb, use_fused(net, loss, None)
-    )
+    fused = use_fused(net, loss, None)
+    trace = net.forward(params, xb, output=not fused)
+    return reduction_scale(reduction, xb) * summed_loss(net, loss, trace, yb, fused)
 
 
 def autodiff(net: Network, loss: str | Loss, params: Params, x, y, reduction: str = "sum"):
