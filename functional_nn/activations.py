@@ -98,7 +98,8 @@ def _sigmoid(z: jax.Array) -> jax.Array:
     r""":math:`\sigma(z) = 1 / (1 + e^{-z})`, evaluated through :math:`e^{-|z|}` only."""
     positive = _positive(z)
     e = jnp.exp(jnp.where(positive, -z, z))  # exp(-|z|) in (0, 1]: never overflows
-    return jnp.where(positive, 1 / (1 + e), e / (1 + e))
+    d = 1 + e
+    return jnp.where(positive, 1 / d, e / d)
 
 
 def _sigmoid_derivative(z: jax.Array) -> jax.Array:

@@ -302,7 +302,9 @@ def _jacobian_chain(net, loss_, reduction, fused_, budget, params, xb, yb):
     n_full, rest = divmod(N, chunk)
     # accumulated in the dtype the products come in (float32 for bfloat16 params and float32 x)
     total = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.result_type(p, xb)), params)
-    if n_full:  # whole chunks, accumulated: memory for one chunk's factors, not N's
+    if n_full == 1:  # one whole chunk: no loop to trace and compile
+        total = jax.tree_util.tree_map(jnp.add, total, chunk_sum(xb[:chunk], yb[:chunk]))
+    elif n_full:  # whole chunks, accumulated: memory for one chunk's factors, not N's
         xs = xb[: n_full * chunk].reshape(n_full, chunk, -1)
         ys = yb[: n_full * chunk].reshape(n_full, chunk, -1)
 

@@ -147,11 +147,18 @@ def inline_jits():
         yield
 
 
-def as_loop(loop: Callable, *args, **kwargs):
-    """``loop(*args, **kwargs)`` (``jax.lax.scan``, ``jax.lax.map``) traced with ``jit`` on:
-    one loop in the program, also under :func:`inline_jits`."""
-    with jax.disable_jit(False):
-        return loop(*args, **kwargs)
+def as_loop(loop: Callable, body: Callable, *args, **kwargs):
+    """``loop(body, *args, **kwargs)`` (``jax.lax.scan``, ``jax.lax.map``): one loop in the
+    program, also under :func:`inline_jits`, whose body is then traced inlined too."""
+    if not jax.config.jax_disable_jit:
+        return loop(body, *args, **kwargs)
+
+    def inlined(*a, **k):
+        with jax.disable_jit():
+            return body(*a, **k)
+
+    with jax.disable_jit(False):  # the loop itself: a loop, not a Python unrolling
+        return loop(inlined, *args, **kwargs)
 
 
 @functools.cache

@@ -8,7 +8,7 @@ with no subtraction, hence no cancellation: :math:`h = u` gives the derivative t
 precision. It reads nonsense where ``f`` is not analytic, and not every such ``f`` says so:
 
 - an error on complex input, or a real output (``real``, ``abs``, a comparison): refused by
-  :func:`check_complex_input` before anything runs;
+  :func:`check_complex_input` (or :func:`complex_checked`, while it is traced);
 - a complex output from a non-analytic function (``w * conj(w)``), or a JAX kernel that drops
   the imaginary part and returns complex zeros without error (with JAX 0.10.2 on CPU,
   ``jnp.logaddexp`` and ``jnp.convolve``): caught by :func:`complex_step_agrees`, a cross-check
@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["CROSS_CHECKS", "check_complex_input", "complex_step_agrees"]
+__all__ = ["CROSS_CHECKS", "check_complex_input", "complex_checked", "complex_step_agrees"]
 
 CROSS_CHECKS = 4
 """Evaluations the cross-check of :func:`complex_step_agrees` makes (2 directions, +-h)."""
@@ -28,19 +28,35 @@ CROSS_CHECKS = 4
 
 def check_complex_input(g, theta: jax.Array, where: str) -> None:
     """Refuse a function that errors on complex input or returns a real output."""
-    try:
-        out = jax.eval_shape(g, jax.ShapeDtypeStruct(theta.shape, jnp.result_type(theta, 1j)))
-    except Exception as error:  # noqa: BLE001 -- any failure on complex input means "not analytic"
-        raise ValueError(
-            f"{where}: scheme 'complex_step' needs f to accept complex parameters, but it "
-            f"raised {type(error).__name__}: {error}; use scheme='central'"
-        ) from None
-    if not jnp.issubdtype(out.dtype, jnp.complexfloating):
-        raise ValueError(
-            f"{where}: scheme 'complex_step' needs f to stay complex-analytic, but f returned "
-            f"{out.dtype} for complex parameters (it takes a real part, abs or a comparison "
-            "that drops the imaginary part); use scheme='central'"
-        )
+    z = jax.ShapeDtypeStruct(theta.shape, jnp.result_type(theta, 1j))
+    jax.eval_shape(complex_checked(g, where), z)
+
+
+def complex_checked(g, where: str):
+    """``g``, refusing (``ValueError``, when it is traced) complex input that it errors on or
+    answers with a real output: the check of :func:`check_complex_input` made by the very
+    call that evaluates ``g`` at complex points, with no trace of its own. Real input passes
+    through unchecked."""
+
+    def checked(z):
+        if not jnp.iscomplexobj(z):
+            return g(z)
+        try:
+            out = g(z)
+        except Exception as error:  # noqa: BLE001 -- any failure on complex input: not analytic
+            raise ValueError(
+                f"{where}: scheme 'complex_step' needs f to accept complex parameters, but it "
+                f"raised {type(error).__name__}: {error}; use scheme='central'"
+            ) from None
+        if not jnp.issubdtype(jnp.result_type(out), jnp.complexfloating):
+            raise ValueError(
+                f"{where}: scheme 'complex_step' needs f to stay complex-analytic, but f "
+                f"returned {jnp.result_type(out)} for complex parameters (it takes a real part, "
+                "abs or a comparison that drops the imaginary part); use scheme='central'"
+            )
+        return out
+
+    return checked
 
 
 def complex_step_agrees(g, theta: jax.Array, columns: jax.Array, pattern=None) -> jax.Array:

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
 from functional_nn.compilation_cache import as_loop
-from functional_nn.complex_step import CROSS_CHECKS, check_complex_input, complex_step_agrees
+from functional_nn.complex_step import CROSS_CHECKS, complex_checked, complex_step_agrees
 from functional_nn.flat import check_float_dtype, ravel_params, unraveler
 from functional_nn.parallel import auto_mesh
 from functional_nn.precision import highest_precision
@@ -132,13 +132,15 @@ def _directional_columns(g, theta, scheme, h, chunk_size, pattern, mesh=None):
 
     def side(i, h_i):  # g (and the pattern) at theta + h_i e_i, h_i of either sign
         step = theta + jnp.where(positions == i, h_i, 0)
-        return g(step), (pattern(step) if pattern is not None else base_pattern)
+        return g(step), (pattern(step) if pattern is not None else None)
 
     chunk = min(chunk_size, P)
     if mesh is None and P <= chunk and scheme == "central":  # both sides in one batch
         values, patterns = jax.vmap(side)(jnp.tile(positions, 2), jnp.concatenate([h, -h]))
         columns = (values[:P] - values[P:]) / (2 * h[:, None])
-        crossed = (patterns[:P] != base_pattern[None]) | (patterns[P:] != base_pattern[None])
+        crossed = jnp.zeros((P, 1), bool)
+        if pattern is not None:
+            crossed = (patterns[:P] != base_pattern[None]) | (patterns[P:] != base_pattern[None])
     elif mesh is None and P <= chunk:  # one chunk: a plain vmap, the smallest program
         columns, crossed = jax.vmap(one)(positions, h)
     elif mesh is None:
@@ -179,8 +181,9 @@ def _sharded_map(one, h, chunk: int, mesh):
     return columns, crossed
 
 
-def _as_vector_fn(f, unravel, where, scalar: bool):
-    """``f`` of a pytree as a function of the flat vector, output flattened to ``(m,)``."""
+def _as_vector_fn(f, unravel, where, scalar: bool, shapes: list):
+    """``f`` of a pytree as a function of the flat vector, output flattened to ``(m,)``; the
+    shape of ``f``'s output is appended to ``shapes`` whenever it is traced."""
 
     def g(theta):
         out = f(unravel(theta))
@@ -189,6 +192,7 @@ def _as_vector_fn(f, unravel, where, scalar: bool):
                 f"{where}: f must return a scalar; got shape {jnp.shape(out)} "
                 "(use finite_difference_jacobian for vector functions)"
             )
+        shapes.append(jnp.shape(out))
         return jnp.reshape(out, (-1,))
 
     return g
@@ -203,9 +207,10 @@ def _fd(f, x, scheme, eps, chunk_size, pattern, where, scalar, mesh=None, cross_
     check_eps_for_dtype(scheme, eps, dtype, where)
     check_finite_leaves(x, "params" if scalar else "x", where)
     eps = default_eps(scheme, dtype) if eps is None else eps
-    g = _as_vector_fn(f, unravel, where, scalar)
-    if scheme == "complex_step":
-        check_complex_input(g, theta, where)
+    shapes = []
+    g = _as_vector_fn(f, unravel, where, scalar, shapes)
+    if scheme == "complex_step":  # checked where the columns evaluate it: no trace of its own
+        g = complex_checked(g, where)
     pattern_flat = None
     if pattern is not None:
 
@@ -228,7 +233,7 @@ def _fd(f, x, scheme, eps, chunk_size, pattern, where, scalar, mesh=None, cross_
                 "imaginary part, such as jnp.logaddexp); use scheme='central'"
             )
         columns = jnp.where(agrees, columns, jnp.nan)  # traced: nan, never a wrong gradient
-    return theta, unravel, columns, crossed, n_eval
+    return theta, unravel, columns, crossed, n_eval, shapes[0]
 
 
 @highest_precision
@@ -286,7 +291,7 @@ def finite_difference_grad(
 def fd_grad(f, params, scheme, eps, chunk_size, pattern, return_info, mesh, cross_check, where):
     """:func:`finite_difference_grad` with its errors labelled ``where`` (the public method
     that called it: ``finite_differences``, ``complex_step``)."""
-    theta, unravel, columns, crossed, n = _fd(
+    theta, unravel, columns, crossed, n, _ = _fd(
         f, params, scheme, eps, chunk_size, pattern, where, True, mesh, cross_check
     )
     grad = unravel(columns[:, 0].astype(theta.dtype))
@@ -326,8 +331,7 @@ def finite_difference_jacobian(
     [[1.0, 1.0], [0.0, 1.0]]
     """
     x = jnp.asarray(x)
-    out_shape = jax.eval_shape(f, x).shape
-    theta, _, columns, crossed, n = _fd(
+    theta, _, columns, crossed, n, out_shape = _fd(
         f,
         x,
         scheme,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -200,10 +201,21 @@ def test_an_unwritable_folder_turns_the_persistent_cache_down(tmp_path, monkeypa
 
 
 def _lowered(method, net, loss, args, inline: bool):
+    """The method's program, lowered, and the number of nested jits in its jaxpr."""
     kw = {"return_info": True} if "return_info" in inspect.signature(method).parameters else {}
     jitted = jax.jit(functools.partial(method, net, loss, **kw))
     with inline_jits() if inline else contextlib.nullcontext():
-        return jitted.lower(*args)
+        traced = jitted.trace(*args)
+        return traced.lower(), _nested_jits(traced.jaxpr.jaxpr)
+
+
+def _nested_jits(jaxpr) -> int:
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name in ("jit", "pjit")
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            count += _nested_jits(sub)
+    return count
 
 
 @pytest.mark.parametrize("case", ["lecture", "loops"])
@@ -224,10 +236,11 @@ def test_inlined_methods_compute_the_same_and_keep_their_loops(case, monkeypatch
     y = (rng.uniform(size=(n, net.sizes[-1])) > 0.5).astype(np.float64)
     loops = {}
     for name, method in {"autodiff": autodiff, **default_methods()}.items():
-        usual = _lowered(method, net, loss, (params, x, y), inline=False)
-        inlined = _lowered(method, net, loss, (params, x, y), inline=True)
+        usual, _ = _lowered(method, net, loss, (params, x, y), inline=False)
+        inlined, nested = _lowered(method, net, loss, (params, x, y), inline=True)
         loops[name] = usual.as_text().count("stablehlo.while")
         assert inlined.as_text().count("stablehlo.while") == loops[name], name
+        assert nested == 0, name  # no jit left inside, in loop bodies neither
         for a, b in zip(
             jax.tree_util.tree_leaves(usual.compile()(params, x, y)),
             jax.tree_util.tree_leaves(inlined.compile()(params, x, y)),
