@@ -16,6 +16,7 @@ thing; the library itself never does.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 from collections.abc import Callable
@@ -143,14 +144,22 @@ def inline_jits():
     written so: :func:`~functional_nn.check_gradients` traces the library's own methods with
     built-in losses under it, never a user's method or loss.
     """
-    with jax.disable_jit():
-        yield
+    token = _INLINING.set(True)
+    try:
+        with jax.disable_jit():
+            yield
+    finally:
+        _INLINING.reset(token)
+
+
+_INLINING = contextvars.ContextVar("functional_nn_inline_jits", default=False)
 
 
 def as_loop(loop: Callable, body: Callable, *args, **kwargs):
     """``loop(body, *args, **kwargs)`` (``jax.lax.scan``, ``jax.lax.map``): one loop in the
-    program, also under :func:`inline_jits`, whose body is then traced inlined too."""
-    if not jax.config.jax_disable_jit:
+    program, also under :func:`inline_jits`, whose body is then traced inlined too. Outside
+    it, exactly ``loop(body, ...)`` (under a user's own ``jax.disable_jit``, a Python loop)."""
+    if not _INLINING.get():
         return loop(body, *args, **kwargs)
 
     def inlined(*a, **k):

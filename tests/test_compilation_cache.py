@@ -263,6 +263,9 @@ def test_as_loop_keeps_a_scan_one_loop_under_inline_jits():
         unrolled = len(steps)
         jax.make_jaxpr(lambda c: as_loop(jax.lax.scan, body, c, None, length=3))(0.0)
     assert unrolled == 3 and len(steps) == 4  # disable_jit unrolls; as_loop traces it once
+    with jax.disable_jit():  # a user's own: as_loop changes nothing, the loop runs in Python
+        as_loop(jax.lax.scan, body, 0.0, None, length=3)
+    assert len(steps) == 7
 
 
 def test_only_the_librarys_own_methods_with_its_own_losses_are_inlined(monkeypatch):
