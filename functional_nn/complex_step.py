@@ -43,7 +43,9 @@ def complex_checked(g, where: str):
             return g(z)
         try:
             out = g(z)
-        except Exception as error:  # noqa: BLE001 -- any failure on complex input: not analytic
+        except Exception as error:
+            if _fails_on_real(g, z):
+                raise  # an error of f's own, whatever the input: as f raised it
             raise ValueError(
                 f"{where}: scheme 'complex_step' needs f to accept complex parameters, but it "
                 f"raised {type(error).__name__}: {error}; use scheme='central'"
@@ -59,6 +61,15 @@ def complex_checked(g, where: str):
     return checked
 
 
+def _fails_on_real(g, z) -> bool:
+    """Whether ``g`` raises on the real part of ``z`` too (traced again only after an error)."""
+    try:
+        jax.eval_shape(g, jax.ShapeDtypeStruct(z.shape, jnp.finfo(z.dtype).dtype))
+    except Exception:  # noqa: BLE001 -- any failure on real input is f's own
+        return True
+    return False
+
+
 def complex_step_agrees(g, theta: jax.Array, columns: jax.Array, pattern=None) -> jax.Array:
     r"""Whether complex-step columns of ``g`` agree with central differences (a bool scalar).
 
@@ -71,6 +82,8 @@ def complex_step_agrees(g, theta: jax.Array, columns: jax.Array, pattern=None) -
     ``pattern`` (``theta -> bool array``), a direction whose central step changes it (a ReLU
     kink, where the complex step is right and central differences are not) is skipped.
     """
+    if columns.shape[1] == 0:  # an empty output: nothing to disagree on
+        return jnp.ones((), bool)
     dtype = theta.dtype
     u = float(jnp.finfo(dtype).eps)
     # a fixed quasi-random direction in [-1, 1] (golden-ratio sequence: no PRNG to compile)

@@ -346,3 +346,21 @@ def test_complex_step_errors_are_labelled_complex_step():
     bad = (Layer(params[0].W.at[0, 0].set(jnp.nan), params[0].b),)
     with pytest.raises(ValueError, match=r"^complex_step: params\[0\]\.W has 1 non-finite"):
         complex_step(net, loss, bad, x, y)
+
+
+def test_complex_step_passes_an_error_of_fs_own_through_unchanged():
+    """An error f raises on real input too (a shape bug) is f's, not a refusal of the complex
+    step: it comes through as f raised it, not as advice to use central differences."""
+    W = jnp.ones((4, 2))
+    with pytest.raises(TypeError, match="dot_general"):
+        finite_difference_jacobian(lambda v: jnp.tanh(W @ v), jnp.ones(3), "complex_step")
+    with pytest.raises(ValueError, match=r"f must return a scalar; got shape \(3,\)") as info:
+        finite_difference_grad(lambda q: q**2, jnp.ones(3), "complex_step")
+    assert "complex" not in str(info.value)
+    with pytest.raises(ValueError, match="needs f to accept complex parameters.*floor"):
+        finite_difference_grad(lambda q: jnp.sum(jnp.floor(q)), jnp.ones(3), "complex_step")
+
+
+def test_complex_step_of_an_empty_output_is_an_empty_jacobian():
+    J = finite_difference_jacobian(lambda v: v[:0] * 2, jnp.ones(3), "complex_step")
+    assert J.shape == (0, 3)
