@@ -83,7 +83,8 @@ def _reaches(kinked_rows: jax.Array, factor: jax.Array) -> jax.Array:
 
 def _local_layer(W, b, h_prev, fn, kinked, g, g_kink, first, scheme, eps):
     """One layer of the local chain: its factors by finite differences, then
-    ``dJ/dw = g . dh/dw`` and ``g(l-1) = g . dh/dh(l-1)``; kink masks travel the same way."""
+    ``dJ/dw = g . dh/dw`` and ``g(l-1) = g . dh/dh(l-1)``; kink masks travel the same way
+    (``g_kink`` ``None``: a network without kinks, no masks)."""
 
     def layer(W_, h_, b_, pre):
         z = W_ @ h_ + (b_ if b_ is not None else 0)
@@ -93,19 +94,23 @@ def _local_layer(W, b, h_prev, fn, kinked, g, g_kink, first, scheme, eps):
         lambda w, pre: layer(w.reshape(W.shape), h_prev, b, pre), W.ravel(), kinked, scheme, eps
     )
     gW = (g @ dh_dw).reshape(W.shape)  # (H_l, H_{l-1})
-    kW = (_reaches(g_kink, dh_dw) | jnp.any(k_w, axis=0)[None, :]).reshape(W.shape)
+    track = g_kink is not None
+    kW = None
+    if track:
+        kW = (_reaches(g_kink, dh_dw) | jnp.any(k_w, axis=0)[None, :]).reshape(W.shape)
     gb = kb = None
     if b is not None:
         dh_db, k_b = _local_jacobian(
             lambda b_, pre: layer(W, h_prev, b_, pre), b, kinked, scheme, eps
         )
         gb = (g @ dh_db)[0]  # (H_l,)
-        kb = _reaches(g_kink, dh_db)[0] | jnp.any(k_b, axis=0)
+        kb = (_reaches(g_kink, dh_db)[0] | jnp.any(k_b, axis=0)) if track else None
     if not first:
         dh_dh, k_h = _local_jacobian(
             lambda u, pre: layer(W, u, b, pre), h_prev, kinked, scheme, eps
         )
-        g_kink = _reaches(g_kink, dh_dh) | jnp.any(k_h, axis=0)[None, :]
+        if track:
+            g_kink = _reaches(g_kink, dh_dh) | jnp.any(k_h, axis=0)[None, :]
         g = g @ dh_dh  # (1, H_{l-1}): g(l-1)
     return Layer(gW, gb), Layer(kW, kb), g, g_kink
 
@@ -123,7 +128,8 @@ def _local_sample(net, loss, params, x, y, fused, scheme, eps):
         seed, seed_kink = _local_jacobian(
             lambda a, pre: loss.value(a, y), trace.h[L1], False, scheme, eps
         )
-    g, g_kink = seed[None, :], seed_kink[None, :]  # (1, O)
+    g = seed[None, :]  # (1, O)
+    g_kink = seed_kink[None, :] if has_kinks(net) else None  # a sigmoid network: no masks
     grads, kinks = [None] * L1, [None] * L1
     for l in range(L1, 0, -1):
         W, b = params[l - 1]
@@ -183,7 +189,10 @@ def local_finite_differences(
     J = s * summed_loss(net, loss_, net.forward(params, xb, output=not fused), yb, fused)
     if not return_info:
         return J, grads
-    kinks = jax.tree_util.tree_map(lambda k: jnp.any(k, axis=0), kinks)
+    if has_kinks(net):
+        kinks = jax.tree_util.tree_map(lambda k: jnp.any(k, axis=0), kinks)
+    else:  # nothing can cross a kink: masks of False, not traced through the chain
+        kinks = jax.tree_util.tree_map(lambda g: jnp.zeros(g.shape, bool), grads)
     return FiniteDifferenceResult((J, grads), local_evaluations(net, scheme), kinks)
 
 
