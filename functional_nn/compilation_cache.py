@@ -135,14 +135,16 @@ def inline_jits():
 
     Each such call is otherwise a trace of its own, cached per signature, and under ``vmap``
     a jaxpr batched and lowered of its own: in a fresh process that costs more than the
-    arithmetic it wraps. Inlined (``jax.disable_jit`` while ``jit(...).lower`` traces), the
-    same primitives land directly in the one program; XLA inlines nested calls anyway, so
-    the compiled program computes the same (the built-in methods' results are identical,
-    ``tests/test_compilation_cache.py``). ``jax.disable_jit`` also runs ``lax.scan`` and
-    ``lax.map`` as Python loops, one copy of the body per step: every loop of the library's
-    gradient methods goes through :func:`as_loop`, which keeps it one loop. Only for code
-    written so: :func:`~functional_nn.check_gradients` traces the library's own methods with
-    built-in losses under it, never a user's method or loss.
+    arithmetic it wraps (the five built-in methods on the lecture's network, traced and
+    lowered in a fresh process: 0.81 s, 0.57 s inlined, 2 cores). Inlined
+    (``jax.disable_jit`` while ``jit(...).lower`` traces), the same primitives land directly
+    in the one program; XLA inlines nested calls anyway, so the compiled program computes the
+    same (the built-in methods' results are identical, ``tests/test_compilation_cache.py``).
+    ``jax.disable_jit`` also runs ``lax.scan`` and ``lax.map`` as Python loops, one copy of
+    the body per step: every loop of the library's gradient methods goes through
+    :func:`as_loop`, which keeps it one loop. Only for code written so:
+    :func:`~functional_nn.check_gradients` traces the library's own methods with built-in
+    losses under it, never a user's method or loss.
     """
     token = _INLINING.set(True)
     try:

@@ -9,7 +9,7 @@ and labelled with its matmul precision. Cold figures (compile, first call, the c
 ``scripts/validate.py`` makes) come from fresh processes with an empty compilation cache.
 Run it when nothing else runs; every section prints its wall and CPU seconds.
 
-    python scripts/benchmark.py                 # everything (about 4 minutes on 2 cores)
+    python scripts/benchmark.py                 # everything (about 3.5 minutes on 2 cores)
     python scripts/benchmark.py --quick         # smaller sizes, fewer rounds (under 2 minutes)
     python scripts/benchmark.py --only peak,methods --json bench.json
     python scripts/benchmark.py --skip validate,sympy
