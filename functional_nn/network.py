@@ -181,7 +181,7 @@ class Network:
         Returns:
             ``params``: a tuple of ``L+1`` :class:`Layer`.
         """
-        dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)  # no op
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)  # no array
         if not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(f"Network.init: dtype must be a float dtype; got {dtype}")
         check_key(key, "key", "Network.init")
