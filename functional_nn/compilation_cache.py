@@ -118,7 +118,7 @@ def prefer_fast_compilation() -> None:
 
     Measured on 2 cores, the compilation of the six gradient methods of ``validate.py`` on
     three of its networks (4-3-2, the deep sigmoid and the ReLU regression): 8.1-8.7 s with
-    JAX's defaults, 4.8-4.9 s with the first two.
+    JAX's defaults, 4.8-4.9 s with the first two settings (before the split count was added).
     """
     jax.config.update("jax_disable_most_optimizations", True)
     flags = os.environ.get("XLA_FLAGS", "")

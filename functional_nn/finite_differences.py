@@ -113,34 +113,28 @@ def _directional_columns(g, theta, scheme, h, chunk_size, pattern, mesh=None):
 
     positions = jnp.arange(P)
 
-    def one(i, h_i):
-        e_h = jnp.where(positions == i, h_i, 0)  # h_i e_i (a compare: no scatter to batch)
-        crossed = jnp.zeros(base_pattern.shape, bool)
-        if scheme == "complex_step":
-            column = jnp.imag(g(theta + 1j * e_h)) / h_i
-        elif scheme == "central":
-            plus, minus = theta + e_h, theta - e_h
-            column = (g(plus) - g(minus)) / (2 * h_i)
-            if pattern is not None:
-                crossed = (pattern(plus) != base_pattern) | (pattern(minus) != base_pattern)
-        else:  # forward: g(theta) is computed once, outside
-            plus = theta + e_h
-            column = g(plus) / h_i
-            if pattern is not None:
-                crossed = pattern(plus) != base_pattern
-        return column, crossed
+    def no_kink():
+        return jnp.zeros(base_pattern.shape, bool)
 
-    def side(i, h_i):  # g (and the pattern) at theta + h_i e_i, h_i of either sign
-        step = theta + jnp.where(positions == i, h_i, 0)
-        return g(step), (pattern(step) if pattern is not None else None)
+    def side(i, h_i):  # g at theta + h_i e_i (h_i of either sign); the pattern's change, if any
+        step = theta + jnp.where(positions == i, h_i, 0)  # a compare: no scatter to batch
+        return g(step), (pattern(step) != base_pattern if pattern is not None else None)
+
+    def one(i, h_i):  # the column of direction i, and whether its steps crossed a kink
+        if scheme == "complex_step":
+            return jnp.imag(g(theta + 1j * jnp.where(positions == i, h_i, 0))) / h_i, no_kink()
+        plus, crossed = side(i, h_i)
+        if scheme == "forward":  # g(theta) is computed once, outside
+            return plus / h_i, no_kink() if crossed is None else crossed
+        minus, crossed_minus = side(i, -h_i)
+        column = (plus - minus) / (2 * h_i)
+        return column, no_kink() if crossed is None else crossed | crossed_minus
 
     chunk = min(chunk_size, P)
     if mesh is None and P <= chunk and scheme == "central":  # both sides in one batch
-        values, patterns = jax.vmap(side)(jnp.tile(positions, 2), jnp.concatenate([h, -h]))
+        values, crossed = jax.vmap(side)(jnp.tile(positions, 2), jnp.concatenate([h, -h]))
         columns = (values[:P] - values[P:]) / (2 * h[:, None])
-        crossed = jnp.zeros((P, 1), bool)
-        if pattern is not None:
-            crossed = (patterns[:P] != base_pattern[None]) | (patterns[P:] != base_pattern[None])
+        crossed = jnp.zeros((P, 1), bool) if crossed is None else crossed[:P] | crossed[P:]
     elif mesh is None and P <= chunk:  # one chunk: a plain vmap, the smallest program
         columns, crossed = jax.vmap(one)(positions, h)
     elif mesh is None:
