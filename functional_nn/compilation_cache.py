@@ -25,12 +25,14 @@ from pathlib import Path
 import jax
 
 from functional_nn.executable_cache import enable_executable_cache
+from functional_nn.xla_options import supported_compile_options, supported_xla_flags
 
 __all__ = [
     "FAST_COMPILE",
     "FAST_XLA_FLAGS",
     "as_loop",
     "default_cache_dir",
+    "fast_compile_options",
     "inline_jits",
     "prefer_fast_compilation",
     "run_compiled",
@@ -55,14 +57,25 @@ of compilation, median ratio 0.78 over 8 interleaved rounds, 2 cores): splitting
 than it saves on a program this small, and the library compiles several programs at once
 anyway. The last two are CPU options, which other platforms' compilers do not read. The
 library uses them per program; :func:`prefer_fast_compilation` is the same for a whole
-process."""
+process.
+
+These are the options wished for; a jaxlib need not know them all (0.12 has no
+``xla_cpu_use_fusion_emitters``). The library passes only :func:`fast_compile_options`, those
+that the running XLA accepts."""
 
 FAST_XLA_FLAGS = {
     "xla_cpu_use_fusion_emitters": "false",
     "xla_cpu_parallel_codegen_split_count": "1",
 }
 """The CPU options of :data:`FAST_COMPILE` as :func:`prefer_fast_compilation` adds them to
-``XLA_FLAGS``."""
+``XLA_FLAGS``; of these, only the flags that the running XLA knows are set
+(:func:`~functional_nn.xla_options.supported_xla_flags`)."""
+
+
+def fast_compile_options() -> dict:
+    """:data:`FAST_COMPILE` less the options that the running XLA does not know (probed once
+    per process, :func:`~functional_nn.xla_options.supported_compile_options`)."""
+    return supported_compile_options(FAST_COMPILE)
 
 
 def default_cache_dir() -> Path:
@@ -96,8 +109,8 @@ def use_persistent_cache(
     if not os.access(folder, os.W_OK | os.X_OK):  # JAX would warn at every program
         return None
     jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _update_if_known("jax_persistent_cache_min_compile_time_secs", 0.0)
+    _update_if_known("jax_persistent_cache_min_entry_size_bytes", 0)
     enable_executable_cache(folder / "functional_nn-executables" if executables else None)
     return folder
 
@@ -113,19 +126,32 @@ def prefer_fast_compilation() -> None:
     are the same IEEE arithmetic (XLA's CPU backend does not reassociate without fast-math
     either way; a complex ``log`` or division may round differently in the last bit). Call it
     before the process's first computation: XLA reads ``XLA_FLAGS`` once, when JAX creates its
-    backend. A flag the user has set in ``XLA_FLAGS`` stands. Not for training: a
+    backend. A flag the user has set in ``XLA_FLAGS`` stands, and a flag that this XLA does
+    not know is left out (XLA would abort the process): the first call for a jaxlib asks a
+    child process which it knows (about 2 s; the answer is kept on disk,
+    :func:`~functional_nn.xla_options.supported_xla_flags`). A JAX without
+    ``jax_disable_most_optimizations`` compiles with its defaults. Not for training: a
     long-running program wants the optimized code.
 
     Measured on 2 cores, the compilation of the six gradient methods of ``validate.py`` on
     three of its networks (4-3-2, the deep sigmoid and the ReLU regression): 8.1-8.7 s with
     JAX's defaults, 4.8-4.9 s with the first two settings (before the split count was added).
     """
-    jax.config.update("jax_disable_most_optimizations", True)
+    _update_if_known("jax_disable_most_optimizations", True)
     flags = os.environ.get("XLA_FLAGS", "")
-    for name, value in FAST_XLA_FLAGS.items():
-        if name not in flags:  # a user's own choice stands
-            flags = f"{flags} --{name}={value}".strip()
+    wished = {name: value for name, value in FAST_XLA_FLAGS.items() if name not in flags}
+    for name, value in supported_xla_flags(wished).items():  # a user's own choice stands
+        flags = f"{flags} --{name}={value}".strip()
     os.environ["XLA_FLAGS"] = flags
+
+
+def _update_if_known(name: str, value) -> bool:
+    """``jax.config.update(name, value)``, or nothing where this JAX has no such setting."""
+    try:
+        jax.config.update(name, value)
+    except (AttributeError, KeyError, ValueError):
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -46,6 +46,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from functional_nn.xla_options import supported_compile_options
+
 __all__ = [
     "compile_and_store",
     "disk_key",
@@ -187,8 +189,18 @@ def _config() -> str:
 
 def disk_key(method, net, loss, reduction, info, args, options) -> str | None:
     """The file name of a method's executable, or ``None`` when it must not be kept: the cache
-    is off, a method or loss from outside the library, several devices."""
-    if _FOLDER[0] is None or jax.device_count() != 1:
+    is off, a method or loss from outside the library, several devices, or a JAX whose
+    internals this key reads are missing or changed (then the method compiles as usual)."""
+    if _FOLDER[0] is None:
+        return None
+    try:
+        return _disk_key(method, net, loss, reduction, info, args, options)
+    except Exception:  # noqa: BLE001 -- a JAX internal gone or changed: the plain path
+        return None
+
+
+def _disk_key(method, net, loss, reduction, info, args, options) -> str | None:
+    if jax.device_count() != 1:
         return None
     names = library_names(method, loss)
     if names is None:
@@ -259,7 +271,10 @@ def repair_options(key: str) -> dict:
     collective; JAX leaves the dump options out of its key, so they cannot serve), its value
     drawn from ``key``: a program that JAX's persistent cache holds, and this cache lost or
     keys anew (after an edit of the library's source), is compiled afresh under it once, to be
-    kept again."""
+    kept again. Empty where this XLA does not know the option (jaxlib 0.7): such a program is
+    then not kept."""
+    if not supported_compile_options({"xla_cpu_collective_timeout_seconds": 86_400}):
+        return {}
     return {"xla_cpu_collective_timeout_seconds": 86_400 + int(key[:7], 16)}
 
 
@@ -277,7 +292,13 @@ def compile_and_store(lowered, key: str | None, options):
         return compiled
     if _FROM_JAX_CACHE.hit:
         _FROM_JAX_CACHE.hit = False
-        fresh = lowered.compile(compiler_options={**(options or {}), **repair_options(key)})
+        repair = repair_options(key)
+        if not repair:
+            return compiled
+        try:
+            fresh = lowered.compile(compiler_options={**(options or {}), **repair})
+        except Exception:  # noqa: BLE001 -- XLA refused the repair: keep nothing
+            return compiled
         if not _FROM_JAX_CACHE.hit:
             store(key, fresh)
         return compiled

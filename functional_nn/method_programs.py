@@ -10,7 +10,6 @@ built-in loss are traced with nested jits inlined
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import os
@@ -21,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_nn import executable_cache
-from functional_nn.compilation_cache import FAST_COMPILE, inline_jits
+from functional_nn.compilation_cache import fast_compile_options, inline_jits
 from functional_nn.network import num_params
 
 __all__ = ["compile_methods", "forget_executables", "run_method"]
@@ -67,7 +66,8 @@ def compile_methods(methods, net, loss, params, x, y, reduction) -> dict:
             out[name] = hit
     if not todo:
         return out
-    options = FAST_COMPILE if num_params(params) * max(jnp.size(x), 1) <= SMALL else None
+    small = num_params(params) * max(jnp.size(x), 1) <= SMALL
+    options = fast_compile_options() if small else None
     on_disk = {}
     for name, (_, info, _) in list(todo.items()):
         disk = executable_cache.disk_key(methods[name], net, loss, reduction, info, args, options)
@@ -79,13 +79,25 @@ def compile_methods(methods, net, loss, params, x, y, reduction) -> dict:
     with ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
         futures = {}
         for name, (_, _, jitted) in todo.items():
-            own = executable_cache.library_names(methods[name], loss) is not None
-            with inline_jits() if own else contextlib.nullcontext():
-                lowered = jitted.lower(*args)
+            lowered = _lower(jitted, args, executable_cache.library_names(methods[name], loss))
             futures[name] = pool.submit(compile_and_store, lowered, on_disk[name], options)
         for name, (key, info, _) in todo.items():
             out[name] = _keep(key, (futures[name].result(), info))
     return out
+
+
+def _lower(jitted, args, own):
+    """``jitted.lower(*args)``, with nested jits inlined for the library's own methods
+    (``own``). Inlining rests on how ``jax.disable_jit`` acts while lowering, which is JAX's to
+    change: where lowering so fails, the method is lowered as JAX lowers it (the plain path,
+    the same program)."""
+    if own:
+        try:
+            with inline_jits():
+                return jitted.lower(*args)
+        except Exception:  # noqa: BLE001 -- a JAX whose disable_jit acts otherwise
+            pass
+    return jitted.lower(*args)
 
 
 def _keep(key, executable):

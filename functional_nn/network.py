@@ -32,6 +32,7 @@ time (costing nothing under :func:`jax.jit`), and every mismatch is reported in 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -41,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_nn.activations import ACTIVATIONS, Activation, get_activation
-from functional_nn.compilation_cache import FAST_COMPILE, run_compiled
+from functional_nn.compilation_cache import fast_compile_options, run_compiled
 from functional_nn.validation import check_array, check_finite, check_key
 
 __all__ = ["Layer", "Network", "Params", "Trace", "equivalent_linear_map", "num_params"]
@@ -187,7 +188,7 @@ class Network:
         check_key(key, "key", "Network.init")
         if isinstance(key, jax.core.Tracer):  # inside jit, vmap or grad: part of that program
             return _init(self, key, dtype)
-        init = _init_small if self.num_params() <= _SMALL_INIT else _init_large
+        init = _init_small() if self.num_params() <= _SMALL_INIT else _init_large
         return init(self, key, dtype)  # one compiled program per (network, dtype)
 
     def check_params(self, params: Any, where: str = "Network", values: bool = True) -> None:
@@ -319,8 +320,14 @@ _SMALL_INIT = 100_000
 """Networks up to this many parameters are initialised by a program compiled with
 :data:`~functional_nn.compilation_cache.FAST_COMPILE` (half the compile time of a cold
 ``init``); larger ones get XLA's optimized random-number code."""
-_init_small = jax.jit(_init, static_argnums=(0, 2), compiler_options=FAST_COMPILE)
 _init_large = jax.jit(_init, static_argnums=(0, 2))
+
+
+@functools.cache
+def _init_small():
+    """``init`` for small networks, built at the first call: the options this XLA knows are
+    probed then, not at import."""
+    return jax.jit(_init, static_argnums=(0, 2), compiler_options=fast_compile_options())
 
 
 def num_params(params: Params) -> int:
