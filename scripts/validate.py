@@ -23,6 +23,8 @@ import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import jax
@@ -162,10 +164,23 @@ def run_suite(suite, methods, directional, jobs):
         return [_check_one(item, methods) for item in items]
     order = sorted(range(len(items)), key=lambda i: -fnn.Network(**items[i][1]).num_params())
     context = multiprocessing.get_context("spawn")  # a fresh JAX in each, never a fork of one
-    # leaving the pool terminates the workers: Ctrl-C stops them at once, mid-network
-    with context.Pool(min(jobs, len(items)), _start_worker) as pool:
-        results = {i: pool.apply_async(_check_one, (items[i],)) for i in order}
-        return [results[i].get() for i in range(len(items))]
+    # a worker that dies (XLA aborting on a flag it refuses, say) breaks the pool: an error
+    # here, not a wait for its lost network (multiprocessing.Pool would wait for ever)
+    pool = ProcessPoolExecutor(min(jobs, len(items)), context, initializer=_start_worker)
+    try:
+        results = {i: pool.submit(_check_one, items[i]) for i in order}
+        return [results[i].result() for i in range(len(items))]
+    except BrokenProcessPool as error:
+        raise WorkerDiedError(
+            "validate.py: a worker process died before it finished its networks; run with "
+            "--jobs 1 to see what it printed"
+        ) from error
+    finally:  # Ctrl-C reaches the workers too: nothing to wait for
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process of :func:`run_suite` ended without its result."""
 
 
 def parse_args(argv):
@@ -230,7 +245,8 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    """Exit 0: every method agrees; 1: a method disagrees; 2: bad arguments (argparse)."""
+    """Exit 0: every method agrees; 1: a method disagrees; 2: bad arguments (argparse); 3: a
+    worker process died."""
     parser, args = parse_args(argv)
     use_persistent_cache(executables=True)  # a second run neither traces nor compiles
     prefer_fast_compilation()  # small programs, run a few times each
@@ -246,9 +262,13 @@ def main(argv=None) -> int:
     # worker processes import the methods by name: only unpatched built-in ones travel
     defaults = {**fnn.default_methods(), "sympy": sympy_gradient}
     builtin = all(defaults.get(m) is method for m, method in methods.items())
-    results = run_suite(
-        suite, methods, True if args.directional else None, args.jobs if builtin else 1
-    )
+    try:
+        results = run_suite(
+            suite, methods, True if args.directional else None, args.jobs if builtin else 1
+        )
+    except WorkerDiedError as error:
+        print(error, file=sys.stderr)
+        return 3
     rows = [row for network_rows, _ in results for row in network_rows]
     if args.verbose:
         for _, reports in results:

@@ -117,6 +117,17 @@ def test_validate_shares_its_networks_among_processes_with_the_same_rows(validat
     assert [row["network"] for rows, _ in shared for row in rows] == ["a"] * 2 + ["b"] * 2
 
 
+def test_validate_says_so_when_a_worker_dies_instead_of_waiting_for_it(validate, monkeypatch):
+    """A worker whose XLA aborts (here on a flag it does not know, set by the user) breaks
+    the pool: an error, where multiprocessing.Pool would wait for its lost network for ever."""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_functional_nn_no_such_flag=true")  # workers inherit
+    suite = [("a", dict(sizes=(3, 2)), "bce", (0,), (4,)), ("b", dict(sizes=(2, 1)), "bce", (0,),
+             (4,))]  # fmt: skip
+    methods = {"backprop": validate.METHODS["backprop"]}
+    with pytest.raises(validate.WorkerDiedError, match="--jobs 1"):
+        validate.run_suite(suite, methods, None, jobs=2)
+
+
 def test_validate_checks_a_softmax_network_with_cross_entropy():
     r = _run("scripts/validate.py", "--sizes", "3,4,3", "--output", "softmax", "--batch", "4",
              "--methods", "backprop,finite_differences")  # fmt: skip
