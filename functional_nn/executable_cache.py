@@ -271,7 +271,7 @@ def repair_options(key: str) -> dict:
     collective; JAX leaves the dump options out of its key, so they cannot serve), its value
     drawn from ``key``: a program that JAX's persistent cache holds, and this cache lost or
     keys anew (after an edit of the library's source), is compiled afresh under it once, to be
-    kept again. Empty where this XLA does not know the option (jaxlib 0.7): such a program is
+    kept again. Empty where this XLA does not know the option (jaxlib 0.6, 0.7): such a program is
     then not kept."""
     if not supported_compile_options({"xla_cpu_collective_timeout_seconds": 86_400}):
         return {}

@@ -318,7 +318,7 @@ def _init(net: Network, key: jax.Array, dtype) -> Params:
 
 _SMALL_INIT = 100_000
 """Networks up to this many parameters are initialised by a program compiled with
-:data:`~functional_nn.compilation_cache.FAST_COMPILE` (half the compile time of a cold
+:func:`~functional_nn.compilation_cache.fast_compile_options` (half the compile time of a cold
 ``init``); larger ones get XLA's optimized random-number code."""
 _init_large = jax.jit(_init, static_argnums=(0, 2))
 
