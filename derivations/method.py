@@ -18,8 +18,8 @@ import sympy as sp
 from derivations.networks import symbolic_network
 from derivations.symbols import JAX_MODULES
 from functional_nn import Layer
-from functional_nn.backprop import prepare, reduction_scale
-from functional_nn.validation import cast_like
+from functional_nn._util._validation import cast_like
+from functional_nn.lecture._cost import prepare, reduction_scale
 
 __all__ = ["MAX_PARAMS", "closed_form", "sympy_gradient"]
 

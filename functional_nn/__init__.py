@@ -4,56 +4,70 @@ Networks are a frozen :class:`Network` (static under :func:`jax.jit`) and a tupl
 :class:`Layer` parameters; every gradient method has the signature
 ``method(net, loss, params, x, y) -> (J, grads)``. Importing the library changes no JAX
 configuration and imports neither sympy nor any plotting or CLI library.
+
+Every public name is here, as ``fnn.NAME``; each lives in the subpackage of its idea:
+``lecture`` (the model and its hand-written gradients), ``differences`` (finite differences),
+``checking`` (the checker), ``training`` and ``data``; ``_compile`` and ``_util`` serve them.
 """
 
-from functional_nn.activations import (
-    ACTIVATIONS,
-    OUTPUT_ACTIVATIONS,
-    Activation,
-    get_activation,
-    identity,
-    relu,
-    sigmoid,
-    softmax,
-    tanh,
-)
-from functional_nn.backprop import (
-    JacobianFactors,
-    LayerFactors,
-    autodiff,
-    backprop,
-    factor_table,
-    jacobian_chain,
-    jacobian_factors,
-    objective,
-)
-from functional_nn.checkers import check_grad
-from functional_nn.checkpoint import load, save
-from functional_nn.comparison import (
+from functional_nn.checking import (
+    TOLERANCES,
     CheckRow,
     GradCheckReport,
     GradientMismatch,
     LeafComparison,
+    check_grad,
+    check_gradients,
+    check_vjp,
     compare_gradients,
+    default_methods,
 )
-from functional_nn.data import DATASETS, Dataset, load_dataset
-from functional_nn.eps_study import EpsStudy, eps_study, observed_order
-from functional_nn.finite_differences import (
+from functional_nn.data import DATASETS, Dataset, load, load_dataset, save
+from functional_nn.differences import (
+    EpsStudy,
     FiniteDifferenceResult,
+    complex_step,
     default_eps,
+    eps_study,
     finite_difference_grad,
     finite_difference_jacobian,
-)
-from functional_nn.gradcheck import TOLERANCES, check_gradients, default_methods
-from functional_nn.losses import LOSSES, Loss, bce, cross_entropy, get_loss, mse, softplus
-from functional_nn.network import Layer, Network, Params, Trace, equivalent_linear_map, num_params
-from functional_nn.network_differences import (
-    complex_step,
     finite_differences,
     local_finite_differences,
+    observed_order,
 )
-from functional_nn.train import History, fit, gradient_descent, weight_penalty
-from functional_nn.vjp_checker import check_vjp
+from functional_nn.lecture import (
+    ACTIVATIONS,
+    LOSSES,
+    OUTPUT_ACTIVATIONS,
+    Activation,
+    JacobianFactors,
+    Layer,
+    LayerFactors,
+    Loss,
+    Network,
+    Params,
+    Trace,
+    autodiff,
+    backprop,
+    bce,
+    cross_entropy,
+    equivalent_linear_map,
+    factor_table,
+    get_activation,
+    get_loss,
+    identity,
+    jacobian_chain,
+    jacobian_factors,
+    mse,
+    num_params,
+    objective,
+    relu,
+    sigmoid,
+    softmax,
+    softplus,
+    tanh,
+)
+from functional_nn.training import History, fit, gradient_descent, weight_penalty
 
 __version__ = "0.1.0"
 

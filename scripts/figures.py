@@ -184,9 +184,9 @@ def main(argv=None) -> int:
         if args.bench:
             cost = json.loads(Path(args.bench).read_text())["cost_law"]
         else:
-            import benchmark
+            from bench.cost_law import bench_cost_law
 
-            cost = benchmark.bench_cost_law(jnp.float32, 64, quick=True)
+            cost = bench_cost_law(jnp.float32, 64, quick=True)
         cost_law_figure(out / "cost_law.png", cost)
         print(f"wrote {out / 'cost_law.png'}")
     return 0

@@ -10,6 +10,7 @@ a ReLU kink are left out and counted ("kink"), neither passed nor failed silentl
     python scripts/validate.py --sizes 4,3,2 --hidden relu --output identity --loss mse --bias
     python scripts/validate.py --json out.json
     python scripts/validate.py --jobs 1              # the suite in this process only
+    python scripts/validate.py --no-executable-cache # trace every check again
 
 The suite's networks are shared among ``--jobs`` fresh processes (default 2): tracing the
 checks' programs is Python, one core per process, and it is most of a cold run.
@@ -133,10 +134,11 @@ def check_network(name, net, loss, seeds, batches, methods, directional=None):
     return rows, reports
 
 
-def _start_worker() -> None:
-    """A worker process's settings: those of main's process (x64 is set at import)."""
-    use_persistent_cache(executables=True)
-    prefer_fast_compilation()
+def _start_worker(executables: bool = True) -> None:
+    """A process's settings, main's and each worker's (x64 is set at import): compiled programs
+    kept on disk, and the checks' executables too unless ``--no-executable-cache``."""
+    use_persistent_cache(executables=executables)  # a second run neither traces nor compiles
+    prefer_fast_compilation()  # small programs, run a few times each
 
 
 def _check_one(item, methods=None):
@@ -151,13 +153,13 @@ def _check_one(item, methods=None):
     return rows, [str(r) for r in reports]
 
 
-def run_suite(suite, methods, directional, jobs):
+def run_suite(suite, methods, directional, jobs, executables=True):
     """``check_network`` on every network of ``suite``, ``(rows, report texts)`` in its order.
 
     With ``jobs > 1`` the networks are shared among that many fresh processes: tracing a
-    program is Python, one core per process, and it is most of a cold run (validate.py cold on
-    2 cores: 27-29 s in one process, 21-27 s in two). The methods must then be importable by
-    name (the built-in ones are); the deep network goes first, being the longest."""
+    program is Python, one core per process, and it is most of a cold run. The methods must
+    then be importable by name (the built-in ones are); the deep network goes first, being the
+    longest. ``executables``: keep the checks' executables on disk too."""
     items = [(name, kw, loss, seeds, batches, list(methods), directional)
              for name, kw, loss, seeds, batches in suite]  # fmt: skip
     if jobs <= 1 or len(items) <= 1:
@@ -166,7 +168,9 @@ def run_suite(suite, methods, directional, jobs):
     context = multiprocessing.get_context("spawn")  # a fresh JAX in each, never a fork of one
     # a worker that dies (XLA aborting on a flag it refuses, say) breaks the pool: an error
     # here, not a wait for its lost network (multiprocessing.Pool would wait for ever)
-    pool = ProcessPoolExecutor(min(jobs, len(items)), context, initializer=_start_worker)
+    pool = ProcessPoolExecutor(
+        min(jobs, len(items)), context, initializer=_start_worker, initargs=(executables,)
+    )
     try:
         results = {i: pool.submit(_check_one, items[i]) for i in order}
         return [results[i].result() for i in range(len(items))]
@@ -195,6 +199,12 @@ def parse_args(argv):
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     p.add_argument("--directional", action="store_true", help="force the directional check")
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    p.add_argument(
+        "--no-executable-cache",
+        action="store_true",
+        help="keep only XLA's compiled programs on disk, not the checks' whole executables "
+        "(a second run then traces every check again)",
+    )
     p.add_argument("--verbose", action="store_true", help="print every leaf of every case")
     p.add_argument(
         "--jobs",
@@ -248,8 +258,7 @@ def main(argv=None) -> int:
     """Exit 0: every method agrees; 1: a method disagrees; 2: bad arguments (argparse); 3: a
     worker process died."""
     parser, args = parse_args(argv)
-    use_persistent_cache(executables=True)  # a second run neither traces nor compiles
-    prefer_fast_compilation()  # small programs, run a few times each
+    _start_worker(not args.no_executable_cache)
     if args.sizes:
         suite = [(f"{args.sizes} {args.hidden}", args.network, args.loss, (args.seed,),
                   (args.batch,))]  # fmt: skip
@@ -263,9 +272,9 @@ def main(argv=None) -> int:
     defaults = {**fnn.default_methods(), "sympy": sympy_gradient}
     builtin = all(defaults.get(m) is method for m, method in methods.items())
     try:
-        results = run_suite(
-            suite, methods, True if args.directional else None, args.jobs if builtin else 1
-        )
+        jobs = args.jobs if builtin else 1
+        directional = True if args.directional else None
+        results = run_suite(suite, methods, directional, jobs, not args.no_executable_cache)
     except WorkerDiedError as error:
         print(error, file=sys.stderr)
         return 3

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from functional_nn.compilation_cache import prefer_fast_compilation, use_persistent_cache
+from functional_nn._compile._options import prefer_fast_compilation
+from functional_nn._compile._persistent import use_persistent_cache
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -1,6 +1,7 @@
 """The scripts run end to end, in their own processes, and mean what they exit with."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -99,6 +100,18 @@ def test_validate_rejects_bad_options(validate, argv, message, capsys):
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_validate_keeps_the_checks_executables_unless_told_not_to(tmp_path):
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path)}
+    argv = ["scripts/validate.py", "--sizes", "3,2", "--batch", "4", "--methods", "backprop"]
+    kept = tmp_path / "functional_nn-executables"
+    r = _run(*argv, "--no-executable-cache", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not list(kept.glob("*.exe")) and list(tmp_path.iterdir())  # XLA's programs only
+    r = _run(*argv, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert list(kept.glob("*.exe"))
+
+
 def test_validate_exits_2_on_bad_options_from_the_command_line():
     r = _run("scripts/validate.py", "--sizes", "4,0")
     assert r.returncode == 2 and "sizes must hold at least two positive ints" in r.stderr
@@ -161,31 +174,33 @@ def test_importing_the_library_imports_no_sympy_and_changes_no_setting():
 def test_benchmark_pieces_run_and_report_every_network():
     """The benchmark's pieces on tiny networks (the real run takes minutes; see its --quick)."""
     sys.path.insert(0, str(ROOT / "scripts"))
-    import benchmark
     import jax.numpy as jnp
+    from bench.chain import bench_jacobian_chain
+    from bench.methods import bench_methods
+    from bench.timing import paired
 
-    rows = benchmark.bench_methods(
+    rows = bench_methods(
         [("tiny", dict(sizes=(4, 3, 1)), "bce", 8), ("wide", dict(sizes=(6, 5, 2)), "mse", 4)],
         jnp.float32,
         pairs=2,
     )
     assert [r["network"] for r in rows] == ["tiny", "wide"]
     assert all(r["backprop_over_autodiff"] > 0 and r["backprop_gflops"] > 0 for r in rows)
-    chain = benchmark.bench_jacobian_chain(jnp.float32, pairs=2, batch=10)
+    chain = bench_jacobian_chain(jnp.float32, pairs=2, batch=10)
     assert chain["jacobian_chain_peak_bytes"] > 0 and chain["jacobian_chain_over_autodiff"] > 0
-    r = benchmark.paired(lambda: 1.0, lambda: 2.0, pairs=3)
+    r = paired(lambda: 1.0, lambda: 2.0, pairs=3)
     assert set(r) == {"a_s", "b_s", "ratio"}
 
 
 def test_benchmark_counts_the_flops_a_gradient_needs():
     sys.path.insert(0, str(ROOT / "scripts"))
-    import benchmark
+    from bench.methods import gradient_flops
 
     from functional_nn import Network
 
     # lecture net: forward 2(12 + 6), weight gradients 2(12 + 6), input gradient of layer 2 only 2*6
-    assert benchmark.gradient_flops(Network((4, 3, 2)), batch=1) == 2 * (2 * 18 + 6)
-    assert benchmark.gradient_flops(Network((4, 1)), batch=10) == 10 * 2 * 2 * 4
+    assert gradient_flops(Network((4, 3, 2)), batch=1) == 2 * (2 * 18 + 6)
+    assert gradient_flops(Network((4, 1)), batch=10) == 10 * 2 * 2 * 4
 
 
 def test_figures_writes_the_eps_study(tmp_path):

@@ -1,0 +1,42 @@
+"""The checker: per-leaf comparison and its report, the references, one tolerance table, the
+directions, and the front doors ``check_gradients`` (a network's gradient methods),
+``check_grad`` (any scalar function) and ``check_vjp`` (any function's VJP).
+
+- ``_comparison.py``: per-leaf errors, ``CheckRow`` and ``GradCheckReport``.
+- ``_tolerances.py``: ``TOLERANCES``, the one table of bars, and ``DIRECTIONAL_ABOVE``.
+- ``_directions.py``: random directions drawn leaf by leaf on the host.
+- ``_leaves.py``: what the front doors share about the trees they check.
+- ``_references.py``: the host-driven engine: a reference derivative along directions
+  (autodiff of a custom rule's primal, the complex step, central differences with Richardson).
+- ``_programs.py``: ``check_gradients``' compiled method programs.
+- ``_network_check.py``, ``_scalar_check.py``, ``_vjp_check.py``: the three front doors, which
+  import the engine and never each other.
+
+Imports ``differences``, ``lecture``, ``_compile`` and ``_util``.
+"""
+
+from functional_nn.checking._comparison import (
+    CheckRow,
+    GradCheckReport,
+    GradientMismatch,
+    LeafComparison,
+    compare_gradients,
+)
+from functional_nn.checking._network_check import check_gradients, default_methods
+from functional_nn.checking._scalar_check import check_grad
+from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, TOLERANCES
+from functional_nn.checking._vjp_check import check_vjp
+
+__all__ = [
+    "CheckRow",
+    "DIRECTIONAL_ABOVE",
+    "GradCheckReport",
+    "GradientMismatch",
+    "LeafComparison",
+    "TOLERANCES",
+    "check_grad",
+    "check_gradients",
+    "check_vjp",
+    "compare_gradients",
+    "default_methods",
+]

@@ -1,0 +1,117 @@
+"""The package's layout: the promised names and paths import, imports run one way (checked by
+import-linter, which must also catch an upward import), and no module is named like a
+function it exports or grows past 400 lines."""
+
+import importlib
+import inspect
+import pkgutil
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import functional_nn as fnn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PUBLIC = """ACTIVATIONS DATASETS LOSSES OUTPUT_ACTIVATIONS TOLERANCES Activation CheckRow Dataset
+EpsStudy FiniteDifferenceResult GradCheckReport GradientMismatch History JacobianFactors Layer
+LayerFactors
+LeafComparison Loss Network Params Trace autodiff backprop bce check_grad check_gradients check_vjp
+compare_gradients complex_step cross_entropy default_eps default_methods eps_study
+equivalent_linear_map factor_table finite_difference_grad finite_difference_jacobian
+finite_differences fit get_activation get_loss gradient_descent identity jacobian_chain
+jacobian_factors load load_dataset local_finite_differences mse num_params objective
+observed_order relu save sigmoid softmax softplus tanh weight_penalty""".split()
+"""``functional_nn.__all__`` as users' code imports it (the names before the layout change)."""
+
+DOCUMENTED = {
+    "functional_nn.compilation_cache": ["use_persistent_cache", "prefer_fast_compilation"],
+    "functional_nn.parallel": ["data_mesh"],
+    "functional_nn.gradcheck": ["DIRECTIONAL_ABOVE", "check_gradients", "TOLERANCES"],
+    "functional_nn.data": ["SHAPES", "load_dataset"],
+    "functional_nn.executable_cache": ["enable_executable_cache"],
+    "functional_nn.xla_options": ["supported_xla_flags", "supported_compile_options"],
+}
+"""Module paths the README documents (and issue 18 promised to keep)."""
+
+SUBPACKAGES = ["lecture", "differences", "checking", "training", "data", "_compile", "_util"]
+
+
+def _modules():
+    for info in pkgutil.walk_packages(fnn.__path__, "functional_nn."):
+        yield importlib.import_module(info.name)
+
+
+def test_every_public_name_is_still_fnn_NAME():
+    assert sorted(fnn.__all__) == sorted(PUBLIC)
+    for name in PUBLIC:
+        assert getattr(fnn, name) is not None, name
+
+
+@pytest.mark.parametrize("path", sorted(DOCUMENTED))
+def test_documented_module_paths_still_import_with_their_names(path):
+    module = importlib.import_module(path)
+    for name in DOCUMENTED[path]:
+        assert hasattr(module, name), f"{path}.{name}"
+    for name in module.__all__:  # an alias re-exports objects defined elsewhere, no copies
+        obj = getattr(module, name)
+        if callable(obj):
+            assert obj.__module__ != path, f"{path}.{name} is defined in the alias"
+
+
+def test_each_subpackage_exports_what_fnn_exports_from_it():
+    for sub in SUBPACKAGES:
+        package = importlib.import_module(f"functional_nn.{sub}")
+        assert package.__doc__ and len(package.__doc__) > 80, sub  # says what it holds
+        for name in getattr(package, "__all__", []):
+            assert hasattr(package, name), f"{sub}.{name}"
+            if name in fnn.__all__:
+                assert getattr(package, name) is getattr(fnn, name), f"{sub}.{name}"
+    homes = {
+        getattr(fnn, n).__module__.split(".")[1]
+        for n in PUBLIC
+        if inspect.isfunction(getattr(fnn, n))
+    }
+    assert homes <= set(SUBPACKAGES), homes
+
+
+def test_no_module_is_named_like_a_function_it_defines():
+    for module in _modules():
+        stem = module.__name__.rsplit(".", 1)[1].lstrip("_")
+        defined = {
+            name
+            for name, obj in vars(module).items()
+            if callable(obj) and getattr(obj, "__module__", None) == module.__name__
+        }
+        assert stem not in defined, module.__name__
+
+
+def test_no_module_over_400_lines():
+    for path in (ROOT / "functional_nn").rglob("*.py"):
+        lines = len(path.read_text().splitlines())
+        assert lines <= 400, f"{path.relative_to(ROOT)}: {lines} lines"
+
+
+def _lint_imports(root: Path):
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
+        capture_output=True, text=True, cwd=root, env={"PYTHONPATH": str(root), "PATH": ""},
+    )  # fmt: skip
+
+
+def test_imports_run_one_way_and_an_upward_import_is_caught(tmp_path):
+    kept = _lint_imports(ROOT)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "0 broken" in kept.stdout
+    # the same tree with one upward import: the lecture reaching into the checker
+    for name in ("functional_nn", "derivations"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    network = tmp_path / "functional_nn" / "lecture" / "_network.py"
+    network.write_text(network.read_text() + "\nimport functional_nn.checking._tolerances\n")
+    broken = _lint_imports(tmp_path)
+    assert broken.returncode != 0, broken.stdout
+    assert "functional_nn.lecture._network -> functional_nn.checking._tolerances" in broken.stdout
