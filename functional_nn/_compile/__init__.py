@@ -13,7 +13,7 @@ JAX internals this package relies on (each has a plain fallback, and
 ``tests/_compile/test_internals.py`` runs checks with all of them patched away):
 
 - ``jax._src.config.trace_context()``: part of the executables' disk key
-  (``_executables._trace_context``); missing or changed, nothing is kept on disk.
+  (``_executables.JAX_TRACE_CONTEXT``); missing or changed, nothing is kept on disk.
 - the monitoring event ``/jax/compilation_cache/cache_hits`` (a program served from JAX's
   persistent cache, which then cannot be serialized whole; ``_executables._FROM_JAX_CACHE``);
   renamed, such a program is recompiled to be kept.

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import importlib.metadata
 import importlib.util
 import os
@@ -115,13 +116,16 @@ def _environment() -> str:
     return repr(parts)
 
 
+JAX_TRACE_CONTEXT = ("jax._src.config", "trace_context")
+"""Where JAX keeps its own key for what changes a trace: an internal (module, function)."""
+
+
 def _trace_context() -> str | None:
     """JAX's own key for what changes a trace (x64, matmul precision, ...), or ``None`` when
     this JAX lacks it or it holds something without a stable text (a named axis)."""
+    module, name = JAX_TRACE_CONTEXT
     try:
-        from jax._src import config as jax_config  # noqa: PLC0415 -- JAX's own trace key
-
-        context = jax_config.trace_context()
+        context = getattr(importlib.import_module(module), name)()
     except (ImportError, AttributeError):
         return None
     parts = []
