@@ -14,9 +14,11 @@ JAX internals this package relies on (each has a plain fallback, and
 
 - ``jax._src.config.trace_context()``: part of the executables' disk key
   (``_executables.JAX_TRACE_CONTEXT``); missing or changed, nothing is kept on disk.
-- the monitoring event ``/jax/compilation_cache/cache_hits`` (a program served from JAX's
-  persistent cache, which then cannot be serialized whole; ``_executables._FROM_JAX_CACHE``);
-  renamed, such a program is recompiled to be kept.
+- the monitoring event ``/jax/compilation_cache/cache_hits`` (``_executables.CACHE_HIT_EVENT``):
+  a program served from JAX's persistent cache loses its kernels when serialized again (seen
+  on jaxlib 0.10.2 on CPU), so it is recompiled once under a repair option before it is kept;
+  renamed, such a program is kept broken, fails when it is loaded and tried, and is deleted
+  and compiled again.
 - the XLA option ``xla_cpu_collective_timeout_seconds``, passed only to make JAX's cache key
   differ for that recompilation (``_executables.repair_options``); unknown to the XLA, the
   executable is not kept.
