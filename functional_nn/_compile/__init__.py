@@ -30,7 +30,13 @@ JAX internals this package relies on (each has a plain fallback, and
 Imports none of the other layers.
 """
 
-from functional_nn._compile._executables import enable_executable_cache
+from functional_nn._compile._executables import (
+    compile_and_store,
+    disk_key,
+    enable_executable_cache,
+    library_names,
+)
+from functional_nn._compile._executables import load as load_executable
 from functional_nn._compile._options import (
     FAST_COMPILE,
     FAST_XLA_FLAGS,
@@ -46,11 +52,15 @@ __all__ = [
     "FAST_COMPILE",
     "FAST_XLA_FLAGS",
     "as_loop",
+    "compile_and_store",
     "default_cache_dir",
+    "disk_key",
     "enable_executable_cache",
     "fast_compile_options",
     "fast_jit",
     "inline_jits",
+    "library_names",
+    "load_executable",
     "one_program",
     "prefer_fast_compilation",
     "run_compiled",

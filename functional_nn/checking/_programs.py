@@ -19,9 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 import jax
 import jax.numpy as jnp
 
-from functional_nn._compile import _executables as executable_cache
-from functional_nn._compile._options import fast_compile_options
-from functional_nn._compile._tracing import inline_jits
+from functional_nn._compile import (
+    compile_and_store,
+    disk_key,
+    fast_compile_options,
+    inline_jits,
+    library_names,
+    load_executable,
+)
 from functional_nn.lecture._losses import LOSSES
 from functional_nn.lecture._network import num_params
 
@@ -71,18 +76,15 @@ def compile_methods(methods, net, loss, params, x, y, reduction) -> dict:
     own_loss = library_loss_name(loss)
     on_disk = {}
     for name, (_, info, _) in list(todo.items()):
-        disk = executable_cache.disk_key(
-            methods[name], net, own_loss, reduction, info, args, options
-        )
+        disk = disk_key(methods[name], net, own_loss, reduction, info, args, options)
         on_disk[name] = disk
-        loaded = executable_cache.load(disk, args)
+        loaded = load_executable(disk, args)
         if loaded is not None:
             out[name] = _keep(todo.pop(name)[0], (loaded, info))
-    compile_and_store = executable_cache.compile_and_store
     with ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
         futures = {}
         for name, (_, _, jitted) in todo.items():
-            lowered = _lower(jitted, args, executable_cache.library_names(methods[name], own_loss))
+            lowered = _lower(jitted, args, library_names(methods[name], own_loss))
             futures[name] = pool.submit(compile_and_store, lowered, on_disk[name], options)
         for name, (key, info, _) in todo.items():
             out[name] = _keep(key, (futures[name].result(), info))

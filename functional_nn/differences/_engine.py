@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from functional_nn._compile._tracing import as_loop
+from functional_nn._compile import as_loop
 from functional_nn._util._devices import auto_mesh
 from functional_nn._util._precision import highest_precision
 from functional_nn._util._validation import is_concrete

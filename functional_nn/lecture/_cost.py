@@ -14,7 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from functional_nn._compile._tracing import one_program
+from functional_nn._compile import one_program
 from functional_nn._util._validation import check_array
 from functional_nn.lecture._losses import (
     Loss,

@@ -53,7 +53,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_nn._compile._tracing import one_program, scan
+from functional_nn._compile import one_program, scan
 from functional_nn._util._validation import cast_like
 from functional_nn.lecture._cost import (
     prepare,

@@ -40,8 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_nn._compile._options import fast_jit
-from functional_nn._compile._tracing import one_program
+from functional_nn._compile import fast_jit, one_program
 from functional_nn._util._validation import check_array, check_finite, check_key
 from functional_nn.lecture._activations import ACTIVATIONS, Activation, get_activation
 
