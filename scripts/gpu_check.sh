@@ -116,16 +116,17 @@ if ((smoke)); then
     step validate 90 "$PY" scripts/validate.py --sizes 4,3,2 --batch 8
     step benchmark 120 "$PY" scripts/benchmark.py --quick --only peak,methods,chain \
         --json "$OUT/benchmark.json"
-    step tests 120 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_gradients.py \
-        tests/test_gradcheck.py -k "float32 or precision"
+    step tests 120 "$PY" -m pytest -q -x -p no:cacheprovider tests/lecture/test_backprop.py \
+        tests/checking/test_gradcheck.py -k "float32 or precision"
 else
     step validate 120 "$PY" scripts/validate.py --json "$OUT/validate.json"
     # validate.py ran above; SymPy is CPU work; the simulated devices are forced onto the CPU
     step benchmark 180 "$PY" scripts/benchmark.py --quick --skip validate,sympy,data_parallel \
         --json "$OUT/benchmark.json"
-    step tests-float32 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_gradients.py \
-        tests/test_gradcheck.py tests/test_finite_differences.py -k "float32 or precision"
-    step tests-fit 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_train.py
+    step tests-float32 90 "$PY" -m pytest -q -p no:cacheprovider tests/lecture/test_backprop.py \
+        tests/checking/test_gradcheck.py tests/checking/test_check_grad.py \
+        tests/differences/test_finite_differences.py -k "float32 or precision"
+    step tests-fit 90 "$PY" -m pytest -q -p no:cacheprovider tests/training
 fi
 
 echo
