@@ -1,0 +1,105 @@
+r"""From evaluations to estimates: the one place that turns values of ``f`` into derivatives
+with their own error bars, and the one rule that says when the complex step is trusted.
+
+Every finite-difference path of the library uses these formulas: the traced
+``finite_difference_grad`` / ``_jacobian`` and the leaf-by-leaf checkers alike. They are
+written over an array module ``xp`` (NumPy on the host, ``jax.numpy`` when traced), so that
+both paths run the same arithmetic.
+
+- **The step rule.** A step along a direction :math:`v` of unit max-norm is
+  :math:`h = \epsilon\, s` with :math:`s = \max(1, \max_i |\theta_i|)` over the direction's
+  support (:func:`step_scale`): relative to the parameters' size, absolute near zero.
+- **Central differences** :math:`D(h) = (f(\theta + h v) - f(\theta - h v)) / 2h`, error
+  :math:`c_2 h^2 + O(h^4)` plus rounding :math:`O(u \max|f| / h)`.
+- **Richardson** on a ladder of steps :math:`h_0 > h_1 > \dots` (ratio
+  :math:`r_j = h_{j-1}/h_j`): :math:`R_j = D(h_j) + (D(h_j) - D(h_{j-1})) / (r_j^2 - 1)`,
+  error :math:`O(h^4)`. With two rungs the bar is :math:`|D(h_1) - D(h_0)|` (what the
+  extrapolation removed, far above what it leaves); with four or more it is Ridders': the
+  rung whose estimate agrees best with both neighbours, the disagreement as its bar, among
+  the rungs where the ladder shows the :math:`h^2` law (the change of :math:`D` from rung to
+  rung shrinks by half or more twice in a row, or sinks under rounding). A ladder that never
+  shows it (``f`` varies faster than its smallest step resolves) gives an infinite bar: an
+  estimate that agrees with its neighbours by chance is not trusted. Either way the rounding
+  floor :math:`16\, u \max|f| / h` is added, so no estimate is trusted beyond what its
+  evaluations can show.
+- **The complex step** :math:`\operatorname{Im} f(\theta + \mathrm{i} h v) / h`, error
+  :math:`O(h^2)` and no subtraction: :math:`h = u\, s`, bar :math:`16\, u |value|`.
+- **Its validation** (:func:`complex_agrees`): the complex step along a direction against the
+  central estimate along the same direction, *within the central estimate's own error bar*
+  plus a relative bar. A validator can refute only what it resolves: where the central ladder
+  cannot resolve the derivative (a fast-varying ``f`` in float32), it refutes nothing, and the
+  complex step, exact where ``f`` is analytic, stands; where it does resolve it, a function
+  that is not analytic (``conj``, a kernel that drops the imaginary part) is off by O(1) and
+  is refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ROUNDING = 16
+"""The rounding floor of a difference quotient is ``ROUNDING * u * max|f| / h``."""
+
+
+def step_scale(abs_max, xp=np):
+    r""":math:`s = \max(1, |\theta|)`: the scale of a step, for the largest magnitude of the
+    entries a direction moves (the one step rule of every finite difference here)."""
+    return xp.maximum(1, abs_max)
+
+
+def central(plus, minus, h):
+    """:math:`(f(+h) - f(-h)) / 2h`, ``h`` broadcast against the values."""
+    return (plus - minus) / (2 * h)
+
+
+def rounding_floor(values_max, h, u):
+    """What rounding alone can put in a central difference at step ``h``."""
+    return ROUNDING * u * values_max / h
+
+
+def richardson_ladder(plus, minus, hs, u, xp=np):
+    r"""The Richardson estimate of a ladder of central differences, with its error bar.
+
+    Args:
+        plus, minus: ``(..., J, m)`` values of ``f`` at :math:`\theta \pm h_j v`.
+        hs: ``(..., J)`` steps, largest first (any ratios); ``J >= 2``.
+        u: the unit roundoff of the values' dtype.
+
+    Returns:
+        ``(value, error)``, each ``(..., m)``: see the module's docstring.
+    """
+    hs = hs[..., None]
+    D = central(plus, minus, hs)  # (..., J, m)
+    r2 = (hs[..., :-1, :] / hs[..., 1:, :]) ** 2
+    R = D[..., 1:, :] + (D[..., 1:, :] - D[..., :-1, :]) / (r2 - 1)  # (..., J-1, m)
+    fmax = xp.maximum(xp.abs(plus), xp.abs(minus))  # (..., J, m)
+    floor = rounding_floor(fmax[..., 1:, :], hs[..., 1:, :], u)  # (..., J-1, m)
+    if R.shape[-2] < 3:  # two rungs: the bar is what the extrapolation removed
+        error = xp.abs(D[..., -1, :] - D[..., -2, :]) + floor[..., -1, :]
+        return R[..., -1, :], error
+    diff = xp.abs(R[..., 1:, :] - R[..., :-1, :])  # (..., J-2, m)
+    spread = xp.maximum(diff[..., 1:, :], diff[..., :-1, :]) + floor[..., 1:-1, :]
+    # trusted only where the ladder shows the h^2 law: the change of D shrinks from rung to
+    # rung (by 1/r^2 ~ 1/4 at ratio 2) twice in a row, or sinks under rounding
+    step = xp.abs(D[..., 1:, :] - D[..., :-1, :])  # (..., J-1, m), beside R
+    shrinks = step[..., 1:, :] <= 0.5 * step[..., :-1, :] + 2 * floor[..., 1:, :]  # (..., J-2, m)
+    asymptotic = shrinks[..., 1:, :] & shrinks[..., :-1, :]  # (..., J-3, m), R's interior
+    spread = xp.where(asymptotic, spread, xp.inf)
+    best = xp.argmin(spread, axis=-2)[..., None, :]  # (..., 1, m), the interior rung
+    value = xp.take_along_axis(R[..., 1:-1, :], best, axis=-2)[..., 0, :]
+    error = xp.take_along_axis(spread, best, axis=-2)[..., 0, :]
+    return value, error
+
+
+def complex_step(imag, h, u, xp=np):
+    r""":math:`\operatorname{Im} f(\theta + \mathrm{i} h v) / h` and its bar ``16 u |value|``."""
+    value = imag / h
+    return value, ROUNDING * u * xp.abs(value)
+
+
+def complex_agrees(predicted, value, error, rel, xp=np):
+    """Whether complex-step ``predicted`` derivatives agree with central ``value`` known to
+    within ``error`` (entry by entry): ``|predicted - value| <= error + rel * max|.|`` over
+    the entries, ``max|.|`` the larger magnitude of either. A ``nan`` disagrees."""
+    scale = xp.maximum(xp.max(xp.abs(predicted)), xp.max(xp.abs(value)))
+    return xp.all(xp.abs(predicted - value) <= error + rel * scale)
