@@ -1,12 +1,13 @@
-"""Directions in the flattened parameters, drawn leaf by leaf on the host.
+"""Directions drawn leaf by leaf: the seed of a check from a JAX key, a NumPy generator from
+it, and random directions that are blocks of one leaf.
 
 The checkers draw their random directions per leaf, so that a small leaf gets directions of
-its own and is never swamped by a large one; drawing them with NumPy compiles nothing.
+its own and is never swamped by a large one. A direction is a block of its leaf's shape, never
+a vector of the whole tree: ``k`` directions of a leaf cost ``k`` times that leaf.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -14,41 +15,47 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def leaf_slices(params: Any) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each leaf in the flattened vector, in tree order."""
-    sizes = [math.prod(jnp.shape(a)) for a in jax.tree_util.tree_leaves(params)]
-    starts = np.cumsum([0, *sizes])
-    return [(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
-
-
-def unravel_rows(V: np.ndarray, params: Any) -> Any:
-    """Rows of ``V`` ``(n, P)`` as a pytree like ``params`` with a leading axis ``n`` (host)."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    parts = [V[:, a:b].reshape(V.shape[0], *np.shape(leaf))
-             for (a, b), leaf in zip(leaf_slices(params), leaves, strict=True)]  # fmt: skip
-    return jax.tree_util.tree_unflatten(treedef, parts)
+def seed_words(key: Any) -> tuple[int, ...]:
+    """The ints that seed every direction of a check, from a JAX PRNG key (or an int)."""
+    if isinstance(key, (int, np.integer)):
+        return (int(key),)
+    return tuple(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
 def host_rng(key: Any) -> np.random.Generator:
     """A NumPy generator seeded from a JAX PRNG key (or an int): directions are drawn on the
     host, where drawing them compiles nothing."""
-    if isinstance(key, (int, np.integer)):
-        return np.random.default_rng(int(key))
-    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    words = seed_words(key)
+    return np.random.default_rng(words[0] if len(words) == 1 else list(words))
 
 
-def random_leaf_directions(params: Any, k: int, rng: np.random.Generator, leaves=None):
-    """``k`` random directions per leaf, each zero outside its leaf and of unit max-norm:
-    ``(k * L, P)`` NumPy, leaf by leaf (``leaves``: indices of the leaves, default all)."""
-    slices = leaf_slices(params)
-    P = slices[-1][1] if slices else 0
-    dtypes = [np.asarray(a).dtype for a in jax.tree_util.tree_leaves(params)]
-    dtype = np.result_type(*dtypes) if dtypes else np.float64  # an empty tree: (0, 0)
-    leaves = range(len(slices)) if leaves is None else leaves
-    rows = []
-    for l in leaves:
-        a, b = slices[l]
-        v = np.zeros((k, P))
-        v[:, a:b] = rng.standard_normal((k, b - a))
-        rows.append(v / np.abs(v).max(axis=1, keepdims=True))
-    return (np.concatenate(rows) if rows else np.zeros((0, P))).astype(dtype)
+class LeafDirections:
+    """``k`` random directions in one leaf, blocks of its shape with unit max-norm, each
+    drawn from a generator of its own (``seed`` and its index): any of them can be made
+    again on demand, so only a chunk of them ever exists at once (NumPy, on the host, where
+    drawing compiles nothing)."""
+
+    def __init__(self, seed: tuple, shape: tuple, dtype, k: int):
+        self.seed, self.shape, self.dtype, self.k = tuple(seed), tuple(shape), dtype, k
+
+    def blocks(self, js) -> np.ndarray:
+        """Directions ``js`` (ints): ``(len(js), *shape)`` in the leaf's dtype."""
+        out = np.empty((len(js), *self.shape), self.dtype)
+        for n, j in enumerate(js):
+            v = np.random.default_rng([*self.seed, int(j)]).standard_normal(self.shape)
+            peak = np.abs(v).max(initial=0)
+            out[n] = v / (peak if peak > 0 else 1)
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        return (
+            self.blocks(range(self.k))
+            if dtype is None
+            else self.blocks(range(self.k)).astype(dtype)
+        )
+
+
+def leaf_directions(rng_seed: tuple, leaf, k: int) -> LeafDirections:
+    """``k`` random directions in ``leaf`` (:class:`LeafDirections`), seeded by the ints
+    ``rng_seed``."""
+    return LeafDirections(rng_seed, tuple(jnp.shape(leaf)), jnp.result_type(leaf), k)

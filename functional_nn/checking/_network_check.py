@@ -7,8 +7,8 @@ DESIGN.md bars in :data:`TOLERANCES`) and each comparison becomes a row of the
 :class:`GradCheckReport` that :func:`~functional_nn.check_grad` and
 :func:`~functional_nn.check_vjp` also return. Finite differences come from
 :func:`~functional_nn.finite_difference_grad`; above :data:`DIRECTIONAL_ABOVE` parameters the
-check runs along random directions through the engine's evaluation program
-(:func:`~functional_nn.checking._references.evaluate_along`), with ReLU kinks detected.
+check runs along ``k`` random directions in each leaf through the checkers' engine
+(:class:`~functional_nn.checking._references.LeafReferences`), with ReLU kinks detected.
 
 Every program here runs with the highest matmul precision, whatever the process default.
 """
@@ -31,15 +31,17 @@ from functional_nn.checking._comparison import (
     compare_leaf,
     leaf_row,
 )
+from functional_nn.checking._directions import seed_words
 from functional_nn.checking._leaves import flat_float64
 from functional_nn.checking._programs import compile_methods, run_method
-from functional_nn.checking._references import evaluate_along, flatten_function
+from functional_nn.checking._references import LeafReferences
 from functional_nn.checking._tolerances import (
     DIRECTIONAL_ABOVE,
     FINITE_DIFFERENCE_METHODS,
     GRADIENT_SCALED,
     TOLERANCES,
 )
+from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._flat import ravel_params
 from functional_nn.differences._network_methods import (
     complex_step,
@@ -79,8 +81,8 @@ def directional_derivatives(net, loss, params, x, y, v, reduction="sum", eps=Non
 
     The step is :math:`h = \\epsilon \\max(1, \\max_i |\\theta_i|)`, ``eps`` defaulting to the
     central scheme's :math:`u^{1/3}`. Traceable (``jit`` it); :func:`check_gradients` runs the
-    same differences through the checking engine
-    (:func:`~functional_nn.checking._references.evaluate_along`).
+    differences leaf by leaf through the checkers' engine
+    (:class:`~functional_nn.checking._references.LeafReferences`).
     """
     theta, unravel = ravel_params(params)
     eps = default_eps("central", theta.dtype) if eps is None else eps
@@ -130,8 +132,9 @@ def check_gradients(
         tolerances: name -> bar, overriding :data:`TOLERANCES`.
         directional: use the directional check instead of the finite-difference methods;
             ``None``: when ``P > DIRECTIONAL_ABOVE``. Every method's gradient ``g`` is then
-            compared along ``k`` random unit directions ``v``: central differences of J
-            against ``g . v``, error ``max_k |fd_k - g . v_k| / ||g_ref||``.
+            compared along ``k`` random directions ``v`` in each leaf: Richardson central
+            differences of J against ``g . v``, error ``max (|fd - g . v| - bar) /
+            (||g_ref|| ||v||)``, ``bar`` the differences' own error bar.
         k: number of directions; key: PRNG key for them (default ``jax.random.key(0)``).
         dtype: the precision the check must run in (``"float64"`` or ``"float32"``); the
             parameters must have it. Asking for float64 while x64 is off is an error that
@@ -281,55 +284,46 @@ def _check_tolerances(tolerances, methods, reference) -> dict[str, float]:
 
 
 def _directional_rows(net, loss, params, x, y, results, reduction, k, key, bars):
-    """Every method's gradient along ``k`` random unit directions against central
-    differences of J, through the engine's evaluation program (one per network and loss)."""
+    r"""Every method's gradient along ``k`` random directions in each leaf against Richardson
+    central differences of J (the checkers' engine, ReLU kinks detected): the error of a
+    direction is what exceeds the reference's own bar, over :math:`\|g_{ref}\| \|v\|`."""
     key = jax.random.key(0) if key is None else key
-    v = random_directions(params, k, key)
     J = objective(net, loss, reduction)
-    flat = flatten_function(J, params, key=("objective", net, loss, reduction))
-    theta = flat.theta
-    eps = default_eps("central", theta.dtype)
-    scale = jnp.full((k,), jnp.maximum(1, jnp.max(jnp.abs(theta))), theta.dtype)
 
-    def pattern(t, x, y):
-        return relu_pattern(net, flat.unravel(t), x)
+    def pattern(p, x, y):
+        return relu_pattern(net, p, x)
 
+    lf = LeafFunction(J, params, (x, y), pattern)
+    refs = LeafReferences(lf, jnp.dtype(jnp.result_type(*lf.leaves)).name, seed_words(key))
     start = time.perf_counter()
-    values, steps, crossed = evaluate_along(
-        flat, v, jnp.array([eps, -eps], theta.dtype), scale, (x, y), pattern, ("relu", net)
-    )
+    per_leaf = []
+    for l in range(len(lf.leaves)):
+        d = refs.random(l, k)
+        ref = refs.central(l, d)
+        norms = np.linalg.norm(np.asarray(d.blocks, np.float64).reshape(k, -1), axis=1)
+        per_leaf.append((l, d, ref, norms))
     seconds = time.perf_counter() - start
-    fd = (values[:, 0, 0] - values[:, 1, 0]).astype(np.float64) / (2 * steps[:, 0])
-    scale = float(
-        np.linalg.norm(
-            flat_float64(results["autodiff" if "autodiff" in results else next(iter(results))][1])
-        )
-    )
+    scale = float(np.linalg.norm(flat_float64(
+        results["autodiff" if "autodiff" in results else next(iter(results))][1]
+    )))  # fmt: skip
+    fd = np.concatenate([ref.value[:, 0] for _, _, ref, _ in per_leaf])
+    bar = np.concatenate([ref.error[:, 0] for _, _, ref, _ in per_leaf])
+    crossed = np.concatenate([ref.crossed for _, _, ref, _ in per_leaf])
+    norms = np.concatenate([n for *_, n in per_leaf])
     rows = []
     for mname, (_, grads) in results.items():
-        gv = np.asarray(v, np.float64) @ flat_float64(grads)
+        g_leaves = jax.tree_util.tree_leaves(grads)
+        gv = np.concatenate([d.along(g_leaves[l]) for l, d, _, _ in per_leaf])
         keep = ~crossed
-        diff = np.where(keep, np.abs(fd - gv), 0.0)
+        diff = np.where(keep, np.maximum(np.abs(fd - gv) - bar, 0.0) / norms, 0.0)
         worst = int(np.argmax(diff))
         err = float(diff.max() / scale) if scale > 0 else float(diff.max() > 0) * np.inf
         tol = bars["directional"]
         status = "fail" if not err <= tol else ("kink" if crossed.any() else "pass")
-        rows.append(
-            CheckRow(
-                mname,
-                "directional",
-                (k,),
-                err,
-                float(diff.max()),
-                float(diff[worst] / max(abs(fd[worst]), abs(gv[worst]), 1e-300)),
-                (worst,),
-                float(gv[worst]),
-                float(fd[worst]),
-                tol,
-                status,
-                int(crossed.sum()),
-                2 * k,
-                seconds,
-            )  # fmt: skip
-        )
+        rows.append(CheckRow(
+            mname, "directional", (fd.size,), err, float(np.abs(fd - gv).max()),
+            float(np.abs(fd - gv)[worst] / max(abs(fd[worst]), abs(gv[worst]), 1e-300)),
+            (worst,), float(gv[worst]), float(fd[worst]), tol, status, int(crossed.sum()),
+            lf.evaluations, seconds,
+        ))  # fmt: skip
     return rows

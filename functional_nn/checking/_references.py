@@ -1,32 +1,35 @@
-r"""References for the derivatives of any function, most exact first.
+r"""References for the derivatives of any function, leaf by leaf, most exact first.
 
 A checker compares a derivative it is given (``jax.grad(f)``, a hand-derived gradient, a VJP
-rule) with a reference that does not share its code. Here are the references, in the order
-a checker prefers them:
+rule) with a reference that does not share its code. Every reference here is a derivative
+along directions that are blocks of one leaf (:class:`Directions`): ``f`` is evaluated with
+that leaf moved (:class:`~functional_nn.differences._blocks.LeafFunction`), never along a
+vector of the whole tree. In the order a checker prefers them:
 
 1. **Autodiff of the primal** of a top-level ``jax.custom_vjp`` / ``jax.custom_jvp``
    (:func:`custom_primal`): exact, where that primal is differentiable (finite derivatives).
 2. **The complex step** :math:`\operatorname{Im} f(\theta + \mathrm{i} h v) / h`, wherever
-   ``f`` stays complex-analytic: detected (:func:`accepts_complex`; an error or a real output
-   means it does not) and validated against central differences along a direction before it
-   is trusted (:func:`~functional_nn.differences._complex.complex_step_agrees` for the same reason),
-   with a silent fallback.
-3. **Central differences with Richardson extrapolation**: :math:`D(h)` and :math:`D(2h)`
-   give :math:`R = (4 D(h) - D(2h)) / 3`, error :math:`O(h^4)`, and :math:`|D(h) - D(2h)|`
-   plus the rounding floor :math:`16\, u \max|f| / h` as its own error bar, so that a
-   comparison never fails on the reference's noise (the float32 verdict).
+   ``f`` stays complex-analytic in the leaf: detected (an error or a real output means it
+   does not) and validated once per leaf (:meth:`LeafReferences.complex_ok`) against the
+   Richardson estimate of a ladder of central differences along one random direction of the
+   leaf, within that estimate's own error bar
+   (:func:`~functional_nn.differences._estimates.complex_agrees`), with a silent fallback.
+3. **Central differences with Richardson extrapolation** along each direction: :math:`D(h)`
+   and :math:`D(2h)` give :math:`R = (4 D(h) - D(2h)) / 3` with the bar
+   :math:`|D(h) - D(2h)| + 16\, u \max|f| / h`, so that a comparison never fails on the
+   reference's noise (the float32 verdict).
 
-Every estimate is a set of evaluations of ``f`` at :math:`\theta + t\, s_j v_j` for
-directions :math:`v_j` and relative steps :math:`t` (:func:`evaluate_along`): one compiled
-program per function, structure and kind of direction (unit vectors :math:`e_i`, or random
-ones drawn per leaf), shared by every scheme and reused by every later call. Differences
-are taken on the host in float64, so a float32 ``f`` loses nothing more in the subtraction.
+The ladder of one leaf (:meth:`LeafReferences.ladder`) is shared: its points are the Taylor
+remainder test of ``check_grad``, the central estimate that validates the complex step, and
+the reference along its own direction. Differences are taken on the host in float64, and the
+unit roundoff that sets every floor is that of the *output* when it is less precise than the
+parameters (a float32 result of float64 inputs has float32's rounding).
 """
 
 from __future__ import annotations
 
-import collections
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -34,49 +37,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from functional_nn.checking._directions import LeafDirections, leaf_directions
 from functional_nn.checking._tolerances import TOLERANCES
-from functional_nn.differences._flat import unraveler
+from functional_nn.differences._blocks import LeafFunction
+from functional_nn.differences._estimates import (
+    complex_agrees,
+    complex_step,
+    richardson_ladder,
+    step_scale,
+)
 
-VMAP_UP_TO = 256
-"""Up to this many evaluations at once, one plain ``vmap`` (the smallest program); beyond, a
-``lax.map`` over chunks of :data:`CHUNK` directions bounds the memory."""
-CHUNK = 32
-
-
-class FlatFunction(NamedTuple):
-    """A function of a pytree as a function of one vector: ``fn(theta, *args) -> (m,)``.
-
-    Attributes:
-        theta: the flattened parameters ``(P,)``, on the host (NumPy: no eager JAX op, each
-            of which would compile a program of its own, runs outside the compiled ones).
-        unravel: ``(P,) -> pytree``, keeping the dtype it is given (complex stays complex).
-        fn: the flattened function; its output is raveled to ``(m,)``.
-        key: a hashable stand-in for the function, under which compiled programs are cached.
-        structure: the tree structure and leaf shapes, also part of the cache key.
-    """
-
-    theta: np.ndarray
-    unravel: Callable
-    fn: Callable
-    key: Any
-    structure: Any
+LADDER = 8
+"""Steps of a leaf's ladder (each taken both ways): relative steps from 0.5 down to
+:math:`10 \\sqrt u`, geometric."""
 
 
-def flatten_function(f: Callable, params: Any, key: Any = None) -> FlatFunction:
-    """``f(params, *args)`` (any pytree of arrays out, raveled and concatenated in tree order)
-    as :class:`FlatFunction`; ``key`` defaults to ``f`` itself (give
-    an equal key for equal functions built afresh, e.g. ``("objective", net, loss)``)."""
-    unravel = unraveler(params)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    dtype = np.result_type(*[np.asarray(a).dtype for a in leaves])
-    theta = np.concatenate([np.ravel(np.asarray(a)) for a in leaves]).astype(dtype)  # host
-    structure = (treedef, tuple(np.shape(a) for a in leaves), dtype.name)
+def ladder_steps(dtype) -> np.ndarray:
+    """The relative steps of a ladder, largest first: 0.5 down to :math:`10 \\sqrt u` (below,
+    the Taylor remainder :math:`O(h^2)` sinks under rounding :math:`O(u |f|)` for any
+    curvature)."""
+    u = float(jnp.finfo(dtype).eps)
+    return np.logspace(np.log10(0.5), np.log10(10 * np.sqrt(u)), LADDER)
 
-    def fn(t, *args):
-        out = jax.tree_util.tree_leaves(f(unravel(t), *args))
-        return jnp.concatenate([jnp.reshape(a, (-1,)) for a in out])
 
-    return FlatFunction(theta, unravel, fn, f if key is None else key, structure)
+def richardson_eps(dtype) -> float:
+    r"""The relative step of Richardson-extrapolated central differences, :math:`u^{1/5}`:
+    truncation :math:`O(h^4)` and rounding :math:`O(u/h)` balance there."""
+    return float(jnp.finfo(dtype).eps) ** 0.2
 
 
 def custom_primal(f: Callable) -> Callable | None:
@@ -88,159 +75,6 @@ def custom_primal(f: Callable) -> Callable | None:
     if isinstance(f, (jax.custom_vjp, jax.custom_jvp)) and not f.nondiff_argnums:
         return f.fun
     return None
-
-
-def accepts_complex(flat: FlatFunction, *args) -> bool:
-    """Whether ``f`` takes complex parameters and returns a complex output (trace only).
-
-    Necessary for the complex step, not sufficient: a function can return complex and not be
-    analytic; the checkers validate the step numerically before they trust it.
-    """
-    z = jax.ShapeDtypeStruct(flat.theta.shape, jnp.result_type(flat.theta.dtype, 1j))
-    try:
-        out = jax.eval_shape(flat.fn, z, *args)
-    except Exception:  # noqa: BLE001 -- any failure on complex input means "no complex step"
-        return False
-    return bool(jnp.issubdtype(out.dtype, jnp.complexfloating))
-
-
-def richardson_eps(dtype) -> float:
-    r"""The relative step of Richardson-extrapolated central differences, :math:`u^{1/5}`:
-    truncation :math:`O(h^4)` and rounding :math:`O(u/h)` balance there."""
-    return float(jnp.finfo(dtype).eps) ** 0.2
-
-
-_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
-_MAX_PROGRAMS = 128
-
-
-def _program(key, structure, unit: bool, pattern_key, fn, pattern):
-    """One compiled evaluation program per function key, structure and direction kind (an
-    equal key reuses the program of an equal function built afresh); jit's own cache then keeps
-    one executable per shape (number of directions and steps)."""
-    cache_key = (key, structure, unit, pattern_key)
-    try:
-        hit = _PROGRAMS.get(cache_key)
-    except TypeError:  # an unhashable key: compile afresh
-        return _build_program(unit, fn, pattern)
-    if hit is None:
-        hit = _PROGRAMS[cache_key] = _build_program(unit, fn, pattern)
-        if len(_PROGRAMS) > _MAX_PROGRAMS:
-            _PROGRAMS.popitem(last=False)
-    return hit
-
-
-def _build_program(unit, fn, pattern):
-
-    def evaluate(theta, directions, ts, scale, args):
-        base = pattern(theta, *args) if pattern is not None else None
-
-        def one(d, s):
-            v = jnp.zeros_like(theta).at[d].set(1) if unit else d
-            points = theta[None, :] + (ts * s)[:, None] * v[None, :]  # (K, P)
-            steps = ts * s
-            if unit and not jnp.iscomplexobj(points):  # the step actually taken: exact
-                steps = points[:, d] - theta[d]
-            values = jax.vmap(lambda p: fn(p, *args))(points)  # (K, m)
-            crossed = jnp.zeros((), bool)
-            if base is not None:
-                changed = jax.vmap(lambda p: jnp.any(pattern(jnp.real(p), *args) != base))(points)
-                crossed = jnp.any(changed)
-            return values, steps, crossed
-
-        n, K = directions.shape[0], ts.shape[0]
-        if n * K <= VMAP_UP_TO:
-            return jax.vmap(one)(directions, scale)
-        return jax.lax.map(lambda ds: one(*ds), (directions, scale), batch_size=CHUNK)
-
-    return jax.jit(evaluate)
-
-
-def evaluate_along(
-    flat: FlatFunction,
-    directions: jax.Array,
-    ts,
-    scale: jax.Array,
-    args: tuple = (),
-    pattern: Callable | None = None,
-    pattern_key: Any = None,
-):
-    """``f`` at :math:`\\theta + t_k s_j v_j` for every direction ``j`` and step ``k``.
-
-    Args:
-        flat: the function (:func:`flatten_function`).
-        directions: ``(n,)`` ints (the unit directions :math:`e_i`) or ``(n, P)`` vectors.
-        ts: ``(K,)`` relative steps, real, or imaginary for the complex step.
-        scale: ``(n,)`` per-direction scale :math:`s_j`.
-        args: extra arguments of ``f`` (traced, not part of the cache key).
-        pattern: optional ``(theta, *args) -> bool array``: whether a step changed it is
-            reported; ``pattern_key`` (default ``pattern``) caches its program.
-
-    Returns:
-        ``(values (n, K, m), steps (n, K), crossed (n,))`` as NumPy arrays, ``steps`` the
-        steps actually taken along each direction (exact for unit directions).
-    """
-    directions = np.asarray(directions)
-    unit = np.issubdtype(directions.dtype, np.integer)
-    ts = np.asarray(ts)
-    theta = flat.theta.astype(np.result_type(flat.theta.dtype, ts.dtype))
-    ts = ts.astype(np.result_type(flat.theta.dtype, ts.dtype))
-    directions = directions.astype(np.int32 if unit else flat.theta.dtype)
-    if pattern is not None and pattern_key is None:
-        pattern_key = pattern
-    program = _program(flat.key, flat.structure, bool(unit), pattern_key, flat.fn, pattern)
-    scale = np.asarray(scale).astype(flat.theta.dtype)
-    values, steps, crossed = program(theta, directions, ts, scale, args)
-    return np.asarray(values), np.asarray(steps), np.asarray(crossed)
-
-
-class Estimate(NamedTuple):
-    """Directional derivatives :math:`(n, m)` with their own error bar, and kinks ``(n,)``."""
-
-    value: np.ndarray
-    error: np.ndarray
-    crossed: np.ndarray
-    evaluations: int | None
-
-
-def _scale(theta, directions):
-    """Per direction: :math:`\\max(1, \\max_i |\\theta_i|)` over the direction's support."""
-    theta, directions = np.abs(theta), np.asarray(directions)
-    if np.issubdtype(directions.dtype, np.integer):
-        return np.maximum(1, theta[directions])
-    return np.maximum(1, np.max(np.where(directions != 0, theta[None, :], 0), axis=1))
-
-
-def complex_step_estimate(flat, directions, args=(), pattern=None, pattern_key=None) -> Estimate:
-    r""":math:`\operatorname{Im} f(\theta + \mathrm{i} h v) / h`, :math:`h = u\, s`: error
-    :math:`O(h^2)`, bar ``16 u |value|`` (no cancellation)."""
-    u = float(jnp.finfo(flat.theta.dtype).eps)
-    scale = _scale(flat.theta, directions)
-    values, steps, crossed = evaluate_along(
-        flat, directions, np.array([1j * u]), scale, args, pattern, pattern_key
-    )
-    d = np.imag(values[:, 0, :]).astype(np.float64) / np.imag(steps[:, :1]).astype(np.float64)
-    return Estimate(d, 16 * u * np.abs(d), crossed, values.shape[0])
-
-
-def central_estimate(
-    flat, directions, args=(), pattern=None, pattern_key=None, eps=None
-) -> Estimate:
-    r"""Richardson-extrapolated central differences, :math:`R = (4 D(h) - D(2h)) / 3`, with
-    the bar :math:`|D(h) - D(2h)| + 16\, u \max|f| / h` (truncation and rounding)."""
-    dtype = flat.theta.dtype
-    u = float(jnp.finfo(dtype).eps)
-    eps = richardson_eps(dtype) if eps is None else eps
-    scale = _scale(flat.theta, directions)
-    ts = np.array([eps, -eps, 2 * eps, -2 * eps], dtype)
-    values, steps, crossed = evaluate_along(flat, directions, ts, scale, args, pattern, pattern_key)
-    f = values.real.astype(np.float64)  # (n, 4, m)
-    s = steps.astype(np.float64)[:, :, None]  # (n, 4, 1)
-    D1 = (f[:, 0] - f[:, 1]) / (s[:, 0] - s[:, 1])
-    D2 = (f[:, 2] - f[:, 3]) / (s[:, 2] - s[:, 3])
-    R = (4 * D1 - D2) / 3
-    floor = 16 * u * np.max(np.abs(f), axis=1) / np.abs(s[:, 0] - s[:, 1])
-    return Estimate(R, np.abs(D1 - D2) + floor, crossed, 4 * values.shape[0])
 
 
 def check_dtype(params: Any, where: str) -> str:
@@ -257,6 +91,15 @@ def check_dtype(params: Any, where: str) -> str:
     return name
 
 
+def bars_dtype(dtype: str, out_dtype) -> str:
+    """The dtype whose bars hold: the parameters', or the output's where it is less precise
+    (``lax.mul(..., preferred_element_type=float32)`` of float64 inputs is a float32 result)."""
+    out = jnp.dtype(out_dtype)
+    if jnp.issubdtype(out, jnp.inexact) and jnp.finfo(out).eps > jnp.finfo(dtype).eps:
+        return "float32"
+    return dtype
+
+
 @functools.lru_cache(maxsize=128)
 def _jit(fn):
     return jax.jit(fn)
@@ -268,6 +111,37 @@ def jitted(fn: Callable) -> Callable:
         return _jit(fn)
     except TypeError:  # unhashable: compile afresh
         return jax.jit(fn)
+
+
+class Directions(NamedTuple):
+    """Directions in one leaf: the unit vectors :math:`e_i` of some of its entries
+    (``index``, flat positions) or ``n`` dense blocks of its shape (``blocks``, unit
+    max-norm)."""
+
+    index: np.ndarray | None = None
+    blocks: LeafDirections | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.index) if self.index is not None else self.blocks.k
+
+    def along(self, g_leaf) -> np.ndarray:
+        """``<g, v>`` for each direction, ``g_leaf`` a leaf-shaped array: ``(n,)`` float64,
+        the directions made a chunk at a time."""
+        g = np.asarray(g_leaf, np.float64).ravel()
+        if self.index is not None:
+            return g[self.index]
+        out = np.empty(self.n)
+        for start in range(0, self.n, 8):
+            js = range(start, min(start + 8, self.n))
+            out[start : start + len(js)] = self.blocks.blocks(js).reshape(len(js), -1) @ g
+        return out
+
+    def dense(self, start: int, stop: int) -> np.ndarray:
+        """Directions ``start .. stop-1`` as blocks ``(stop - start, *shape)``."""
+        if self.blocks is not None:
+            return self.blocks.blocks(range(start, stop))
+        raise ValueError("unit directions have no dense blocks")
 
 
 class Reference(NamedTuple):
@@ -287,51 +161,168 @@ class Reference(NamedTuple):
     evaluations: int | None
 
 
-def best_reference(
-    flat: FlatFunction,
-    directions,
-    bars: dict,
-    args: tuple = (),
-    pattern: Callable | None = None,
-    pattern_key: Any = None,
-    exact: Callable | None = None,
-) -> Reference:
-    """The derivatives of ``f`` along ``directions`` from the most exact reference.
+class Ladder(NamedTuple):
+    """``f`` at :math:`\\theta \\pm h_j v` along one random direction ``v`` of a leaf."""
 
-    ``exact(directions) -> (n, m)`` (autodiff of a custom rule's primal) is taken when its
-    values are finite. Otherwise the complex step, if ``f`` accepts complex input and the step
-    agrees with Richardson central differences along the same directions (within the central
-    error bar and ``bars["central"]``); otherwise the central differences, silently.
+    v: Any
+    hs: np.ndarray
+    plus: np.ndarray
+    minus: np.ndarray
+    crossed: bool
+    evaluations: int
+
+
+class LeafReferences:
+    """The references of one function at one point, leaf by leaf (see the module docstring).
+
+    Args:
+        lf: the function with one leaf moved.
+        dtype: the parameters' dtype name; the bars and floors follow :func:`bars_dtype`.
+        seed: ints seeding every random direction (``(seed, leaf, purpose)``: independent of
+            the order in which leaves are checked).
+        exact: optional ``(l, directions) -> (n, m)``: autodiff of a custom rule's primal.
+        complex_blocks: whether random directions may take the complex step. At research
+            scale the checkers say no: central differences evaluate ``f`` in real
+            arithmetic only (a complex evaluation costs about four real ones, and compiles
+            every op of ``f`` a second time), four points per direction, one chunk for four
+            directions; unit directions keep the validated complex step.
     """
-    if exact is not None:
-        value = np.asarray(exact(directions), np.float64)
-        if np.all(np.isfinite(value)):
-            return Reference("autodiff of the primal", value, np.zeros_like(value), None, None)
-    if pattern is None and accepts_complex(flat, *args):
-        cs = complex_step_estimate(flat, directions, args)
-        check = _agrees_with_central(flat, directions, cs, args, bars)
-        if check is not None:
-            return Reference("complex_step", cs.value, cs.error, None, cs.evaluations + check)
-    central = central_estimate(flat, directions, args, pattern, pattern_key)
-    crossed = central.crossed if pattern is not None else None
-    return Reference("central", central.value, central.error, crossed, central.evaluations)
 
+    def __init__(
+        self,
+        lf: LeafFunction,
+        dtype: str,
+        seed: tuple,
+        exact: Callable | None = None,
+        complex_blocks: bool = True,
+    ):
+        self.lf, self.seed, self.exact = lf, tuple(seed), exact
+        self.complex_blocks = complex_blocks
+        self.dtype = bars_dtype(dtype, lf.out_dtype)
+        self.u = float(jnp.finfo(self.dtype).eps)
+        self.bars = {k[len("reference:") :]: v for k, v in TOLERANCES[self.dtype].items()
+                     if k.startswith("reference:")}  # fmt: skip
+        self._ladders: dict[int, Ladder] = {}
+        self._complex: dict[int, bool] = {}
+        self._abs_max: dict[int, float] = {}
 
-def _agrees_with_central(flat, directions, cs: Estimate, args, bars) -> int | None:
-    """Validate the complex step along one random combination ``w`` of the directions: ``w @
-    cs`` against Richardson central differences along ``sum_j w_j d_j``. Returns the
-    evaluations made if they agree, else None (not analytic: fall back)."""
-    n, P = cs.value.shape[0], flat.theta.size
-    w = np.random.default_rng(7).standard_normal(n)
-    if np.issubdtype(np.asarray(directions).dtype, np.integer):
-        d = np.zeros(P)
-        np.add.at(d, np.asarray(directions), w)
-    else:
-        d = w @ np.asarray(directions, np.float64)
-    c = np.abs(d).max()
-    d, w = d / c, w / c  # the derivative along d is w @ cs
-    central = central_estimate(flat, d[None, :].astype(flat.theta.dtype), args)
-    predicted = w @ cs.value  # (m,)
-    scale = max(np.abs(predicted).max(initial=0), np.abs(central.value).max(initial=0))
-    bar = central.error[0] + bars["central"] * scale
-    return central.evaluations if np.all(np.abs(predicted - central.value[0]) <= bar) else None
+    def rng(self, l: int, purpose: int) -> np.random.Generator:
+        return np.random.default_rng([*self.seed, l, purpose])
+
+    def scale(self, l: int) -> float:
+        """:math:`\\max(1, \\max|\\theta_l|)`: the step scale of a dense direction of leaf l."""
+        if l not in self._abs_max:
+            leaf = self.lf.leaves[l]
+            self._abs_max[l] = float(jnp.max(jnp.abs(leaf))) if jnp.size(leaf) else 0.0
+        return float(step_scale(self._abs_max[l]))
+
+    def random(self, l: int, k: int, purpose: int = 1) -> Directions:
+        """``k`` random directions of unit max-norm in leaf ``l``."""
+        leaf = self.lf.leaves[l]
+        return Directions(blocks=leaf_directions((*self.seed, l, purpose), leaf, k))
+
+    # -- evaluations along directions -------------------------------------------------------
+
+    def along(self, l: int, d: Directions, ts: np.ndarray, label: str = ""):
+        """``f`` at :math:`\\theta_l + t_k s_j v_j`: ``(values (n, K, m), steps (n, K),
+        crossed (n,))``, ``steps`` those actually taken along unit directions (exact)."""
+        leaf = self.lf.leaves[l]
+        shape, dtype = jnp.shape(leaf), jnp.result_type(leaf)
+        ts = np.asarray(ts)
+        K, n = ts.size, d.n
+        is_complex = bool(np.iscomplexobj(ts))
+        if d.index is not None:
+            theta = np.asarray(leaf).ravel()[d.index]
+            scale = np.asarray(step_scale(np.abs(theta)), np.float64)
+            size = math.prod(shape)
+
+            def deltas(i):
+                j, kk = i // K, i % K
+                out = np.zeros((i.size, size), np.result_type(dtype, ts.dtype))
+                out[np.arange(i.size), d.index[j]] = ts[kk] * scale[j]
+                return out.reshape(i.size, *shape)
+
+            if is_complex:
+                steps = ts[None, :] * scale[:, None]
+            else:  # the step actually taken, in the leaf's dtype
+                t = np.asarray(theta, dtype)[:, None]
+                steps = ((t + (ts[None, :] * scale[:, None]).astype(dtype)) - t).astype(np.float64)
+        else:
+            s = self.scale(l)
+            blocks = d.blocks
+
+            def deltas(i):
+                j, kk = i // K, i % K
+                coef = (ts[kk] * s).reshape(-1, *([1] * len(shape)))
+                unique, where = np.unique(j, return_inverse=True)
+                return blocks.blocks(unique)[where] * coef
+
+            steps = np.broadcast_to(ts[None, :] * s, (n, K))
+        values, changed = self.lf.evaluate(l, deltas, n * K, is_complex, label)
+        return values.reshape(n, K, -1), steps, changed.reshape(n, K).any(axis=1)
+
+    def ladder(self, l: int) -> Ladder:
+        """The ladder of leaf ``l`` along its first random direction (that of
+        :meth:`random`'s direction 0, so the two share their points): made once."""
+        if l not in self._ladders:
+            v = self.random(l, 1)
+            hs = ladder_steps(jnp.result_type(self.lf.leaves[l])) * self.scale(l)
+            ts = np.concatenate([hs, -hs]) / self.scale(l)
+            before = self.lf.evaluations
+            values, _, crossed = self.along(l, v, ts, "ladder")
+            J = hs.size
+            self._ladders[l] = Ladder(v, hs, values[0, :J], values[0, J:], bool(crossed[0]),
+                                      self.lf.evaluations - before)  # fmt: skip
+        return self._ladders[l]
+
+    def complex_ok(self, l: int, cs: Reference | None = None) -> bool:
+        """Whether the complex step serves leaf ``l``: ``f`` takes the leaf complex, and the
+        step along the ladder's direction (``cs.value[0]`` when ``cs`` holds it already)
+        agrees with the ladder's central estimate, within its error bar and
+        ``bars["central"]``. Made once per leaf."""
+        if l not in self._complex:
+            ok = self.lf.pattern is None and self.lf.accepts_complex(l)
+            if ok:
+                lad = self.ladder(l)
+                along_v = cs.value[:1] if cs is not None else self.complex(l, lad.v).value
+                value, error = richardson_ladder(lad.plus[None], lad.minus[None], lad.hs[None],
+                                                 self.u)  # fmt: skip
+                ok = lad.crossed or bool(complex_agrees(along_v, value, error,
+                                                        self.bars["central"]))  # fmt: skip
+            self._complex[l] = ok
+        return self._complex[l]
+
+    # -- estimates -----------------------------------------------------------------------------
+
+    def complex(self, l: int, d: Directions) -> Reference:
+        values, steps, _ = self.along(l, d, np.array([1j * self.u]), "complex step")
+        value, error = complex_step(np.imag(values[:, 0, :]), np.imag(steps[:, :1]), self.u)
+        return Reference("complex_step", value, error, None, d.n)
+
+    def central(self, l: int, d: Directions) -> Reference:
+        eps = richardson_eps(self.dtype)
+        ts = np.array([2 * eps, eps, -2 * eps, -eps])
+        values, steps, crossed = self.along(l, d, ts, "central")
+        plus, minus = values[:, :2].real, values[:, 2:].real
+        hs = (steps[:, :2] - steps[:, 2:]) / 2  # (n, 2): the steps taken, largest first
+        value, error = richardson_ladder(plus, minus, hs, self.u)
+        crossed = crossed if self.lf.pattern is not None else None
+        return Reference("central", value, error, crossed, 4 * d.n)
+
+    def reference(self, l: int, d: Directions) -> Reference:
+        """The derivatives of ``f`` along ``d`` in leaf ``l`` from the most exact reference."""
+        if self.exact is not None:
+            value = np.asarray(self.exact(l, d), np.float64)
+            if np.all(np.isfinite(value)):
+                return Reference("autodiff of the primal", value, np.zeros_like(value), None, None)
+        blocks_central = d.blocks is not None and not self.complex_blocks
+        if not blocks_central and self.lf.pattern is None and self.lf.accepts_complex(l):
+            if l in self._complex:
+                if self._complex[l]:
+                    return self.complex(l, d)
+            else:
+                first = d.blocks is not None and d.blocks.seed == (*self.seed, l, 1)
+                cs = self.complex(l, d)
+                if self.complex_ok(l, cs if first else None):
+                    return cs
+        return self.central(l, d)

@@ -45,28 +45,20 @@ import numpy as np
 from functional_nn._util._precision import highest_precision
 from functional_nn._util._validation import check_int
 from functional_nn.checking._comparison import CheckRow, GradCheckReport, leaf_paths, row_within
-from functional_nn.checking._directions import (
-    host_rng,
-    leaf_slices,
-    random_leaf_directions,
-    unravel_rows,
-)
-from functional_nn.checking._leaves import (
-    Keyed,
-    check_floating_leaves,
-    check_same_structure,
-    flat_float64,
-)
+from functional_nn.checking._directions import seed_words
+from functional_nn.checking._leaves import Keyed, check_floating_leaves, check_same_structure
+from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._references import (
-    best_reference,
+    Directions,
+    LeafReferences,
     check_dtype,
     custom_primal,
-    evaluate_along,
-    flatten_function,
     jitted,
 )
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
+from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._eps import observed_order
+from functional_nn.differences._estimates import richardson_ladder
 from functional_nn.differences._steps import check_finite_leaves
 
 TAYLOR_BAR = 1.5
@@ -75,6 +67,10 @@ TAYLOR_BAR = 1.5
 TAYLOR_FLOOR = 20
 """Remainders under ``TAYLOR_FLOOR * u * max|f|`` are rounding, not Taylor: left out. The
 slope is fit to the (at most 5) smallest steps above it; fewer than 3 give no verdict."""
+
+JUMP_BELOW = 0.8
+"""A Taylor slope below this is no Taylor remainder at all (a wrong gradient gives 1, a right
+one 2): the remainder does not shrink with the step, so the ladder crossed a jump."""
 
 
 # -- check_grad ---------------------------------------------------------------------------------
@@ -88,9 +84,11 @@ def check_grad(
     order: int = 1,
     *,
     pattern: Callable[[Any], jax.Array] | None = None,
-    k: int = 16,
+    k: int = 4,
     key: jax.Array | None = None,
     taylor: bool = True,
+    memory_budget: int | None = None,
+    callback: Callable[[Progress], None] | None = None,
 ) -> GradCheckReport:
     r"""Check the gradient of a scalar function of any pytree, leaf by leaf.
 
@@ -104,13 +102,27 @@ def check_grad(
             ``v`` (complex step where analytic).
         pattern: ``params -> bool array``: an entry whose step changes it has crossed a kink
             (a ReLU's ``z > 0``); it is left out and reported as ``kink``.
-        k: random directions per leaf above ``DIRECTIONAL_ABOVE`` parameters (and for the
-            second order); key: their PRNG key (default ``jax.random.key(0)``).
+        k: random directions per leaf for leaves of more than ``k`` entries in a tree of more
+            than ``DIRECTIONAL_ABOVE`` parameters (and for the second order); every entry is
+            compared otherwise. key: their PRNG key (default ``jax.random.key(0)``). A
+            whole-leaf bug (a scale, a sign, a transpose, a zeroed leaf) shows along any
+            direction; ``k`` more directions make a partial one likelier to show.
         taylor: run the Taylor remainder test (one random direction per leaf).
+        memory_budget: bytes one batch of evaluations of ``f`` may use (default 256 MiB):
+            a leaf's points are evaluated in chunks of that size.
+        callback: called with a :class:`Progress` after every batch of evaluations (the
+            library prints nothing; ``scripts/`` show it with rich).
 
     Returns:
         :class:`~functional_nn.GradCheckReport`: rows ``grad`` (one per leaf), ``taylor``
-        (observed order per leaf) and, for ``order=2``, ``hvp`` (one per leaf).
+        (observed order per leaf) and, for ``order=2``, ``hvp`` (one per leaf). A leaf's
+        ``evaluations`` are the evaluations of ``f`` its row took (the ladder of the Taylor
+        row also validates the complex step of the ``grad`` row).
+
+    Cost: per leaf, ``2 * 8`` evaluations for the ladder, and one per entry for the complex
+    step (trees up to ``DIRECTIONAL_ABOVE`` parameters), or four per random direction for
+    Richardson central differences (above): ``16 + 4 k`` per leaf at research scale. It grows
+    with the number of leaves and the cost of ``f``, never with leaves times parameters.
 
     >>> import jax.numpy as jnp
     >>> f = lambda p: jnp.sum(jnp.sin(p["w"]) * p["b"])
@@ -126,8 +138,8 @@ def check_grad(
     if order not in (1, 2):
         raise ValueError(f"{where}: order must be 1 or 2; got {order}")
     k = check_int(k, "k", where)
-    rng = host_rng(0 if key is None else key)
-    bars = reference_bars(dtype)
+    budget = check_budget(memory_budget, where)
+    seed = seed_words(0 if key is None else key)
     value = jax.eval_shape(f, params)
     if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
         raise ValueError(f"{where}: f must return a real scalar; got {value.dtype}{value.shape}"
@@ -138,60 +150,54 @@ def check_grad(
     seconds = time.perf_counter() - start
     check_same_structure(params, g, where, "the gradient")
     check_floating_leaves(g, where)
-    flat = flatten_function(f, params)
-    g_flat = flat_float64(g)
-    pattern_flat = None
-    if pattern is not None:
-
-        def pattern_flat(t):
-            return jnp.ravel(pattern(flat.unravel(t)))
-
-    primal = custom_primal(f)
+    g_leaves = jax.tree_util.tree_leaves(g)
+    paths = leaf_paths(params)
+    tracker = Tracker(callback, paths)
+    lf = LeafFunction(
+        lambda p: f(p), params, (), None if pattern is None else (lambda p: pattern(p)),
+        budget, tracker,
+    )  # fmt: skip
     exact = None
+    primal = custom_primal(f)
     if primal is not None:
-        g_primal = flat_float64(jitted(grad_of(primal))(params))
+        g_primal = jax.tree_util.tree_leaves(jitted(grad_of(primal))(params))
 
-        def exact(d):
-            d = np.asarray(d)
-            return (g_primal[d] if d.ndim == 1 else d.astype(np.float64) @ g_primal)[:, None]
+        def exact(l, d):
+            return d.along(g_primal[l])[:, None]
 
-    slices, paths = leaf_slices(params), leaf_paths(params)
-    leaves = jax.tree_util.tree_leaves(params)
-    directional = flat.theta.size > DIRECTIONAL_ABOVE
-    small = [l for l, (a, b) in enumerate(slices) if not directional or b - a <= k]
-    big = [l for l in range(len(slices)) if l not in small]
-    groups = []
-    if small:
-        groups.append((small, np.concatenate([np.arange(*slices[l]) for l in small])))
-    if big:
-        groups.append((big, random_leaf_directions(params, k, rng, big)))
-    rows, name = [], "-"
-    for group, directions in groups:
-        unit = directions.ndim == 1
-        ref = best_reference(flat, directions, bars, (), pattern_flat, pattern, exact)
-        name = ref.name
-        d = np.asarray(directions)
-        cand = g_flat[d] if unit else d.astype(np.float64) @ g_flat
-        offset = 0
-        for l in group:
-            n = slices[l][1] - slices[l][0] if unit else k
-            sl, offset = slice(offset, offset + n), offset + n
-            shape = jnp.shape(leaves[l]) if unit else (k,)
-            excl = None if ref.crossed is None else ref.crossed[sl].reshape(shape)
-            rows.append(row_within(
-                "grad", paths[l], cand[sl].reshape(shape), ref.value[sl, 0].reshape(shape),
-                ref.error[sl, 0].reshape(shape), bars[bar_name(name)], excl, None, ref.evaluations,
-                seconds,
-            ))  # fmt: skip
-    rows.sort(key=lambda r: paths.index(r.leaf))
-    if taylor:
-        rows += _taylor_rows(flat, params, g_flat, rng, paths, pattern_flat, pattern)
+    P = sum(int(np.size(a)) for a in lf.leaves)
+    refs = LeafReferences(lf, dtype, seed, exact, complex_blocks=P <= DIRECTIONAL_ABOVE)
+    bars = reference_bars(refs.dtype)
+    f0 = np.asarray(lf.flat(f(params)), np.float64)[0] if taylor else None
+    rows, taylor_rows, names = [], [], []
+    for l, path in enumerate(paths):
+        tracker.leaf(l)
+        size, shape = int(np.size(lf.leaves[l])), tuple(jnp.shape(lf.leaves[l]))
+        unit = P <= DIRECTIONAL_ABOVE or size <= k
+        d = Directions(index=np.arange(size)) if unit else refs.random(l, k)
+        if taylor:
+            refs.ladder(l)  # the Taylor row's evaluations, shared with the validation
+        before = lf.evaluations
+        ref = refs.reference(l, d)
+        names.append(ref.name)
+        cand = d.along(g_leaves[l])
+        out_shape = shape if unit else (k,)
+        excl = None if ref.crossed is None else ref.crossed.reshape(out_shape)
+        rows.append(row_within(
+            "grad", path, cand.reshape(out_shape), ref.value[:, 0].reshape(out_shape),
+            ref.error[:, 0].reshape(out_shape), bars[bar_name(ref.name)], excl, None,
+            lf.evaluations - before, seconds,
+        ))  # fmt: skip
+        if taylor:
+            taylor_rows.append(_taylor_row(refs, l, path, f0, g_leaves[l]))
     if order == 2:
-        rows += _hvp_rows(grad_fn, params, k, rng, paths, bars)
+        taylor_rows += _hvp_rows(grad_fn, params, k, (*seed, 2), paths, budget)
+    name = max(set(names), key=names.count) if names else "-"
     description = (
-        f"check_grad: P={flat.theta.size}, {len(paths)} leaves, reference {name}, order={order}"
+        f"check_grad: P={P}, {len(paths)} leaves, reference {name}, order={order}, "
+        f"{lf.evaluations} evaluations"
     )
-    return GradCheckReport(rows, name, description, dtype)
+    return GradCheckReport(rows + taylor_rows, name, description, dtype)
 
 
 def grad_of(f: Callable) -> Callable:
@@ -206,77 +212,87 @@ class _GradOf(Keyed):
         return jax.grad(self.fn)(params)
 
 
-def _ladder(dtype) -> np.ndarray:
-    """Relative steps of the Taylor test: 0.5 down to :math:`10 \\sqrt u`, 12 points (below,
-    the remainder :math:`O(h^2)` sinks under rounding :math:`O(u |f|)` for any curvature)."""
-    u = float(jnp.finfo(dtype).eps)
-    return np.logspace(np.log10(0.5), np.log10(10 * np.sqrt(u)), 12)
-
-
-def _taylor_rows(flat, params, g_flat, rng, paths, pattern_flat, pattern):
-    r"""The Taylor remainder test along one random direction :math:`v` per leaf.
+def _taylor_row(refs: LeafReferences, l: int, path: str, f0: float, g_leaf) -> CheckRow:
+    r"""The Taylor remainder test along the ladder's random direction :math:`v` of leaf ``l``.
 
     Both sides are taken, :math:`r(h) = \max_\pm |f(\theta \pm h v) - f(\theta) \mp h
     \langle g, v\rangle|`: for a right gradient :math:`|C_2| h^2 + |C_3| h^3`, never the
     cancellation of :math:`C_2 h^2` against :math:`C_3 h^3` that one side can show, so the
     slope is 2 (to 3) without a dip; a wrong gradient adds :math:`|\langle \nabla f - g, v
-    \rangle| h`, slope 1 at small steps.
+    \rangle| h`, slope 1 at small steps. A slope below :data:`JUMP_BELOW` is neither: the
+    remainder does not shrink with the step, so the ladder crossed a jump of ``f`` (``floor``,
+    ``round``): the row is a ``kink``, as with a ``pattern``.
     """
-    dtype = flat.theta.dtype
-    u = float(jnp.finfo(dtype).eps)
-    V = random_leaf_directions(params, 1, rng)  # (L, P)
-    hs = _ladder(dtype)
-    ts = np.concatenate([[0.0], hs, -hs]).astype(dtype)
-    scale = np.ones(V.shape[0], dtype)
     start = time.perf_counter()
-    values, _, crossed = evaluate_along(flat, V, ts, scale, (), pattern_flat, pattern)
+    lad = refs.ladder(l)
     seconds = time.perf_counter() - start
-    f = values[:, :, 0].astype(np.float64)  # (L, 1 + 2K)
-    K = hs.size
-    slope = V.astype(np.float64) @ g_flat  # (L,)
+    u = refs.u
+    hs = lad.hs
+    f = np.concatenate([[f0], lad.plus[:, 0].real, lad.minus[:, 0].real])
+    slope = float(lad.v.along(g_leaf)[0])
+    plus = np.abs(lad.plus[:, 0].real - f0 - hs * slope)
+    minus = np.abs(lad.minus[:, 0].real - f0 + hs * slope)
+    r = np.maximum(plus, minus)
+    floor = TAYLOR_FLOOR * u * np.abs(f).max()
+    keep = r > floor
+    kept_h, kept_r = hs[keep][::-1][:5], r[keep][::-1][:5]  # the smallest steps above floor
+    order = np.nan
+    if kept_h.size >= 3:  # slope of the smallest steps that rounding leaves readable
+        order = observed_order(kept_h, kept_r, floor_factor=1.0, ceiling=np.inf)
+    # the ladder resolves f along v when its central differences show the h^2 law somewhere
+    # (f varying faster than the smallest step, sin(sinh(x)) at x = 5 in float32, never does)
+    _, bar = richardson_ladder(lad.plus[:, :1].real, lad.minus[:, :1].real, hs, u)
+    if lad.crossed or (not np.isnan(order) and order < JUMP_BELOW):
+        status, error = "kink", 0.0
+    elif np.isnan(order) or not np.isfinite(bar[0]):
+        status, error = "skip", 0.0  # nothing above the rounding floor, or unresolved: no verdict
+    else:
+        error = max(0.0, 2.0 - order)
+        status = "fail" if order < TAYLOR_BAR else "pass"
+    return CheckRow(
+        "taylor", path, (int(keep.sum()),), error, float(r.min(initial=0)), 0.0, (),
+        float(order), 2.0, 2.0 - TAYLOR_BAR, status, int(status == "kink"), lad.evaluations,
+        seconds,
+    )  # fmt: skip
+
+
+def _hvp_rows(grad_fn, params, k, seed, paths, budget):
+    """Hessian-vector products of the checked gradient against its differences, along
+    ``min(k, 4)`` random directions in each leaf (one row per leaf moved; the products are
+    the whole gradient's size, so order 2 brings them to the host)."""
+    n = min(k, 4)
+    lf = LeafFunction(lambda p: grad_fn(p), params, (), None, budget)
+    refs = LeafReferences(lf, jnp.dtype(jnp.result_type(*lf.leaves)).name, seed)
+    bars = reference_bars(refs.dtype)
     rows = []
     for l, path in enumerate(paths):
-        plus = np.abs(f[l, 1 : K + 1] - f[l, 0] - hs * slope[l])
-        minus = np.abs(f[l, K + 1 :] - f[l, 0] + hs * slope[l])
-        r = np.maximum(plus, minus)
-        floor = TAYLOR_FLOOR * u * np.abs(f[l]).max()
-        keep = r > floor
-        kept_h, kept_r = hs[keep][::-1][:5], r[keep][::-1][:5]  # the smallest steps above floor
-        order = np.nan
-        if kept_h.size >= 3:  # slope of the smallest steps that rounding leaves readable
-            order = observed_order(kept_h, kept_r, floor_factor=1.0, ceiling=np.inf)
-        if crossed[l]:
-            status, error = "kink", 0.0
-        elif np.isnan(order):
-            status, error = "skip", 0.0  # nothing above the rounding floor: no verdict
-        else:
-            error = max(0.0, 2.0 - order)
-            status = "fail" if order < TAYLOR_BAR else "pass"
-        rows.append(CheckRow(
-            "taylor", path, (int(keep.sum()),), error, float(r.min(initial=0)), 0.0, (),
-            float(order), 2.0, 2.0 - TAYLOR_BAR, status, int(bool(crossed[l])), len(ts), seconds,
-        ))  # fmt: skip
-    return rows
-
-
-def _hvp_rows(grad_fn, params, k, rng, paths, bars):
-    """Hessian-vector products of the checked gradient against its differences along ``v``."""
-    n = min(k, 4)
-    flat = flatten_function(grad_fn, params)
-    V = random_leaf_directions({"all": flat.theta}, n, rng)  # (n, P)
-    start = time.perf_counter()
-    hvps = jitted(_HVP(grad_fn))(params, unravel_rows(V, params))
-    seconds = time.perf_counter() - start
-    cand = np.concatenate([np.asarray(a, np.float64).reshape(n, -1)
-                           for a in jax.tree_util.tree_leaves(hvps)], axis=1)  # fmt: skip
-    ref = best_reference(flat, V, bars)
-    rows = []
-    for (a, b), path in zip(leaf_slices(params), paths, strict=True):
+        d = refs.random(l, n)
+        start = time.perf_counter()
+        hvps = _hvp(grad_fn, params, l, jnp.asarray(d.blocks))
+        seconds = time.perf_counter() - start
+        cand = np.concatenate([np.asarray(a, np.float64).reshape(n, -1)
+                               for a in jax.tree_util.tree_leaves(hvps)], axis=1)  # fmt: skip
+        before = lf.evaluations
+        ref = refs.reference(l, d)
         rows.append(row_within(
-            "hvp", path, cand[:, a:b], ref.value[:, a:b], ref.error[:, a:b],
-            bars[bar_name(ref.name)], None, (n, b - a), ref.evaluations, seconds,
+            "hvp", path, cand, ref.value, ref.error, bars[bar_name(ref.name)], None,
+            (n, cand.shape[1]), lf.evaluations - before, seconds,
         ))  # fmt: skip
     return rows
+
+
+def _hvp(grad_fn, params, l, V):
+    """``jax.jvp(grad, (params,), (t,))`` for tangents ``t`` zero but in leaf ``l``, which
+    holds a row of ``V``: only that leaf is batched."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    zeros = [jnp.zeros_like(a) for a in leaves]
+
+    def one(v):
+        t = list(zeros)
+        t[l] = v
+        return jax.jvp(grad_fn, (params,), (jax.tree_util.tree_unflatten(treedef, t),))[1]
+
+    return jax.vmap(one)(V)
 
 
 class _HVP(Keyed):

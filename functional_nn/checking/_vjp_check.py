@@ -39,21 +39,18 @@ from functional_nn.checking._comparison import (
     leaf_row,
     row_within,
 )
-from functional_nn.checking._directions import host_rng, leaf_slices, random_leaf_directions
-from functional_nn.checking._leaves import (
-    Keyed,
-    check_floating_leaves,
-    check_same_structure,
-    flat_float64,
-)
+from functional_nn.checking._directions import host_rng, seed_words
+from functional_nn.checking._leaves import Keyed, check_floating_leaves, check_same_structure
+from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._references import (
-    best_reference,
+    Directions,
+    LeafReferences,
     check_dtype,
     custom_primal,
-    flatten_function,
     jitted,
 )
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
+from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._steps import check_finite_leaves
 
 FULL_JACOBIAN_UP_TO = 1_000_000
@@ -70,6 +67,8 @@ def check_vjp(
     k: int = 3,
     key: jax.Array | None = None,
     pattern: Callable[[Any], jax.Array] | None = None,
+    memory_budget: int | None = None,
+    callback: Callable[[Progress], None] | None = None,
 ) -> GradCheckReport:
     r"""Check the VJP of any function of any pytree against its Jacobian, leaf by leaf.
 
@@ -80,7 +79,11 @@ def check_vjp(
         vjp: ``vjp(primals, cotangents) -> like primals``, ``cotangents`` shaped like the
             outputs.
         k: random cotangents (and tangents per leaf); key: their PRNG key.
-        pattern: ``primals -> bool array``: steps that change it crossed a kink.
+        pattern: ``primals -> bool array``: steps that change it crossed a kink; those
+            entries (``vjp``) and tangents (``dot-product``) are left out and reported.
+        memory_budget: bytes one batch of evaluations of ``g`` may use (default 256 MiB).
+        callback: called with a :class:`~functional_nn.checking._progress.Progress` after
+            every batch of evaluations.
 
     Returns:
         :class:`~functional_nn.GradCheckReport` with rows ``vjp``, ``dot-product``,
@@ -96,8 +99,9 @@ def check_vjp(
     dtype = check_dtype(primals, where)
     check_finite_leaves(primals, "primals", where)
     k = check_int(k, "k", where)
+    budget = check_budget(memory_budget, where)
+    seed = seed_words(0 if key is None else key)
     rng = host_rng(0 if key is None else key)
-    bars = reference_bars(dtype)
     out = jax.eval_shape(g, primals)
     out_leaves, out_tree = jax.tree_util.tree_flatten(out)
     for leaf in out_leaves:
@@ -111,69 +115,82 @@ def check_vjp(
     start = time.perf_counter()
     loop = [one(primals, jax.tree_util.tree_map(lambda w, j=j: w[j], W)) for j in range(k)]
     seconds = (time.perf_counter() - start) / k
-    batched = jax.tree_util.tree_map(np.asarray, jitted(_Batched(vjp_fn))(primals, W))
+    batched = jitted(_Batched(vjp_fn))(primals, W)
     zero = one(primals, jax.tree_util.tree_map(lambda w: np.zeros_like(w[0]), W))
     for a in (loop[0], zero):
         check_same_structure(primals, a, where, "the VJP", "primals")
         check_floating_leaves(a, where, "the VJP")
-    A = np.stack([flat_float64(a) for a in loop])  # (k, P)
     Wf = np.concatenate(
         [np.asarray(w, np.float64).reshape(k, -1) for w in jax.tree_util.tree_leaves(W)], axis=1
     )  # (k, m) fmt: skip
+    A = [jnp.stack(a) for a in zip(*[jax.tree_util.tree_leaves(t) for t in loop], strict=True)]
+    B = jax.tree_util.tree_leaves(batched)
+    Z = jax.tree_util.tree_leaves(zero)
 
-    flat = flatten_function(g, primals)
-    P, m = flat.theta.size, Wf.shape[1]
-    pattern_flat = None
-    if pattern is not None:
-
-        def pattern_flat(t):
-            return jnp.ravel(pattern(flat.unravel(t)))
-
-    exact = _exact_jvps(g, flat)
-    slices, paths = leaf_slices(primals), leaf_paths(primals)
-    rows, name = [], "-"
-    if P <= DIRECTIONAL_ABOVE and P * m <= FULL_JACOBIAN_UP_TO:
-        ref = best_reference(flat, np.arange(P), bars, (), pattern_flat, pattern, exact)
-        name = ref.name
-        wJ, bar = Wf @ ref.value.T, np.abs(Wf) @ ref.error.T  # (k, P)
-        crossed = None if ref.crossed is None else np.broadcast_to(ref.crossed, (k, P))
-        for (a, b), path in zip(slices, paths, strict=True):
-            excl = None if crossed is None or not crossed.any() else crossed[:, a:b]
-            rows.append(row_within("vjp", path, A[:, a:b], wJ[:, a:b], bar[:, a:b],
-                                   bars[bar_name(name)], excl, (k, b - a), ref.evaluations,
-                                   seconds))  # fmt: skip
-    V = random_leaf_directions(primals, k, rng)  # (k L, P)
-    ref = best_reference(flat, V, bars, (), pattern_flat, pattern, exact)
-    name = ref.name if name == "-" else name
-    Vf = np.asarray(V, np.float64)
+    paths = leaf_paths(primals)
+    tracker = Tracker(callback, paths)
+    lf = LeafFunction(
+        lambda p: g(p), primals, (), None if pattern is None else (lambda p: pattern(p)),
+        budget, tracker,
+    )  # fmt: skip
+    P, m = sum(int(np.size(a)) for a in lf.leaves), Wf.shape[1]
+    refs = LeafReferences(lf, dtype, seed, _exact_jvps(g, lf), P <= DIRECTIONAL_ABOVE)
+    bars = reference_bars(refs.dtype)
+    full = P <= DIRECTIONAL_ABOVE and P * m <= FULL_JACOBIAN_UP_TO
+    rows, names = [], []
     for l, path in enumerate(paths):
-        sl = slice(l * k, (l + 1) * k)
-        Jv, err = ref.value[sl], ref.error[sl]  # (k, m)
-        lhs = np.sum(Wf * Jv, axis=1)
-        rhs = np.sum(A * Vf[sl], axis=1)
-        unc = np.sum(np.abs(Wf) * err, axis=1)
-        scale = max(
-            np.max(np.linalg.norm(Wf, axis=1) * np.linalg.norm(Jv, axis=1)),
-            np.max(np.linalg.norm(A[:, slices[l][0] : slices[l][1]], axis=1)
-                   * np.linalg.norm(Vf[sl], axis=1)),
-        )  # fmt: skip
-        excess = np.maximum(np.abs(lhs - rhs) - unc, 0)
-        excess = np.where(np.isnan(lhs - rhs), np.inf, excess)
-        error = 0.0 if excess.max() == 0 else (excess.max() / scale if scale > 0 else np.inf)
-        c = compare_leaf(path, rhs, lhs)._replace(normwise=float(error))
-        crossed = ref.crossed is not None and bool(ref.crossed[sl].any())
-        rows.append(leaf_row("dot-product", c, bars[bar_name(ref.name)], int(crossed) * k,
-                             ref.evaluations, seconds))  # fmt: skip
-    Z = flat_float64(zero)
-    B = np.stack([flat_float64(jax.tree_util.tree_map(lambda a, j=j: a[j], batched))
-                  for j in range(k)])  # fmt: skip
-    for (a, b), path in zip(slices, paths, strict=True):
-        c = compare_leaf(path, Z[a:b], np.zeros(b - a))
+        tracker.leaf(l)
+        size = int(np.size(lf.leaves[l]))
+        A_l = A[l].reshape(k, -1)
+        if full:
+            before = lf.evaluations
+            ref = refs.reference(l, Directions(index=np.arange(size)))
+            names.append(ref.name)
+            wJ, bar = Wf @ ref.value.T, np.abs(Wf) @ ref.error.T  # (k, size)
+            crossed = None if ref.crossed is None else np.broadcast_to(ref.crossed, (k, size))
+            excl = None if crossed is None or not crossed.any() else crossed
+            rows.append(row_within("vjp", path, np.asarray(A_l, np.float64), wJ, bar,
+                                   bars[bar_name(ref.name)], excl, (k, size),
+                                   lf.evaluations - before, seconds))  # fmt: skip
+        d = refs.random(l, k)
+        before = lf.evaluations
+        ref = refs.reference(l, d)
+        names.append(ref.name)
+        rows.append(_dot_product_row(path, Wf, ref, d, A_l, bars[bar_name(ref.name)],
+                                     lf.evaluations - before, seconds))  # fmt: skip
+        c = compare_leaf(path, np.asarray(Z[l], np.float64).ravel(), np.zeros(size))
         rows.append(leaf_row("zero cotangent", c, 0.0, 0, 1, seconds))
-        c = compare_leaf(path, B[:, a:b], A[:, a:b])
+        c = compare_leaf(path, np.asarray(B[l], np.float64).reshape(k, -1),
+                         np.asarray(A_l, np.float64))  # fmt: skip
         rows.append(leaf_row("vmap", c, bars["vmap"], 0, k, seconds))
-    description = f"check_vjp: P={P} primal entries, m={m} outputs, k={k}, reference {name}"
+    name = max(set(names), key=names.count) if names else "-"
+    description = (
+        f"check_vjp: P={P} primal entries, m={m} outputs, k={k}, reference {name}, "
+        f"{lf.evaluations} evaluations"
+    )
     return GradCheckReport(_ordered(rows, paths), name, description, dtype)
+
+
+def _dot_product_row(path, Wf, ref, d, A_l, tol, evaluations, seconds) -> CheckRow:
+    r""":math:`\langle w, J v \rangle` against :math:`\langle \mathrm{vjp}(w), v \rangle` for
+    each cotangent and its tangent; tangents whose steps crossed a kink are left out."""
+    k = Wf.shape[0]
+    Jv, err = ref.value, ref.error  # (k, m)
+    V = jnp.reshape(jnp.asarray(d.blocks), (k, -1))
+    rhs = np.asarray(jnp.sum(A_l * V.astype(A_l.dtype), axis=1), np.float64)
+    norm_a = np.asarray(jnp.linalg.norm(A_l, axis=1), np.float64)
+    norm_v = np.asarray(jnp.linalg.norm(V, axis=1), np.float64)
+    lhs = np.sum(Wf * Jv, axis=1)
+    unc = np.sum(np.abs(Wf) * err, axis=1)
+    keep = np.ones(k, bool) if ref.crossed is None else ~ref.crossed
+    scale = max(np.max(np.linalg.norm(Wf, axis=1) * np.linalg.norm(Jv, axis=1)),
+                np.max(norm_a * norm_v))  # fmt: skip
+    excess = np.where(keep, np.maximum(np.abs(lhs - rhs) - unc, 0), 0.0)
+    excess = np.where(keep & np.isnan(lhs - rhs), np.inf, excess)
+    error = 0.0 if excess.max() == 0 else (excess.max() / scale if scale > 0 else np.inf)
+    exclude = None if keep.all() else ~keep
+    c = compare_leaf(path, rhs, lhs, exclude)._replace(normwise=float(error))
+    return leaf_row("dot-product", c, tol, int((~keep).sum()), evaluations, seconds)
 
 
 def _ordered(rows: list[CheckRow], paths: list[str]) -> list[CheckRow]:
@@ -181,17 +198,25 @@ def _ordered(rows: list[CheckRow], paths: list[str]) -> list[CheckRow]:
     return sorted(rows, key=lambda r: (kinds.index(r.method), paths.index(r.leaf)))
 
 
-def _exact_jvps(g, flat):
-    """For a top-level custom rule: ``directions -> (n, m)`` by ``jax.jvp`` of its primal."""
+def _exact_jvps(g, lf: LeafFunction):
+    """For a top-level custom rule: ``(l, directions) -> (n, m)`` by ``jax.jvp`` of its
+    primal, only leaf ``l`` moved (and batched)."""
     primal = custom_primal(g)
     if primal is None:
         return None
-    fp = flatten_function(primal, flat.unravel(flat.theta)).fn
 
-    def exact(d):
-        d = np.asarray(d)
-        V = np.eye(flat.theta.size, dtype=flat.theta.dtype)[d] if d.ndim == 1 else d
-        jvps = jitted(_JVPs(fp))(flat.theta, V)
+    def exact(l, d):
+        leaf = lf.leaves[l]
+        if d.index is not None:
+            V = np.eye(int(np.size(leaf)), dtype=jnp.result_type(leaf))[d.index]
+            V = V.reshape(d.n, *np.shape(leaf))
+        else:
+            V = d.blocks
+
+        def h(x):
+            return lf.flat(primal(lf.params_with(l, x)))
+
+        jvps = jax.vmap(lambda v: jax.jvp(h, (leaf,), (v,))[1])(jnp.asarray(V))
         return np.asarray(jvps, np.float64)
 
     return exact
@@ -211,8 +236,3 @@ class _VJPOf(Keyed):
 class _Batched(Keyed):
     def __call__(self, primals, W):
         return jax.vmap(lambda w: self.fn(primals, w))(W)
-
-
-class _JVPs(Keyed):
-    def __call__(self, theta, V):
-        return jax.vmap(lambda v: jax.jvp(self.fn, (theta,), (v,))[1])(V)

@@ -1,54 +1,28 @@
-"""Directions drawn leaf by leaf on the host: where each leaf lies in the flat vector, rows
-back as a pytree, a NumPy generator from a JAX key, and the directions themselves."""
-
-import math
+"""Directions drawn leaf by leaf on the host: the seed of a check from a key, a NumPy generator
+from it, and random directions that are blocks of one leaf, made again on demand."""
 
 import jax
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from jax.flatten_util import ravel_pytree
 
 from functional_nn.checking._directions import (
+    LeafDirections,
     host_rng,
-    leaf_slices,
-    random_leaf_directions,
-    unravel_rows,
+    leaf_directions,
+    seed_words,
 )
 
-SHAPES = st.lists(st.lists(st.integers(1, 3), max_size=2).map(tuple), min_size=1, max_size=4)
+SHAPES = st.lists(st.integers(1, 4), max_size=3).map(tuple)
 
 
-def _tree(shapes, dtype=np.float64):
-    return {f"p{i}": np.ones(s, dtype) for i, s in enumerate(shapes)}
-
-
-def test_leaf_slices_tile_the_flat_vector_in_tree_order():
-    params = {"b": np.ones(()), "a": np.ones((2, 3)), "c": [np.ones(4)]}
-    assert leaf_slices(params) == [(0, 6), (6, 7), (7, 11)]  # keys sorted: a, b, c
-    assert leaf_slices({}) == []
-
-
-@given(SHAPES)
-def test_leaf_slices_agree_with_ravel_pytree(shapes):
-    params = {f"p{i}": np.arange(math.prod(s), dtype=float).reshape(s) + 10 * i
-              for i, s in enumerate(shapes)}  # fmt: skip
-    flat, _ = ravel_pytree(params)
-    for (a, b), leaf in zip(leaf_slices(params), jax.tree_util.tree_leaves(params), strict=True):
-        np.testing.assert_array_equal(flat[a:b], np.ravel(leaf))
-
-
-def test_unravel_rows_is_ravel_pytrees_unravel_row_by_row():
-    params = {"W": np.zeros((2, 3)), "b": np.zeros(2), "s": np.zeros(())}
-    _, unravel = ravel_pytree(params)
-    V = np.arange(3 * 9, dtype=float).reshape(3, 9)
-    tree = unravel_rows(V, params)
-    assert jax.tree_util.tree_structure(tree) == jax.tree_util.tree_structure(params)
-    for n in range(3):
-        expected = unravel(V[n])
-        for name in params:
-            assert tree[name].shape == (3, *np.shape(params[name]))
-            np.testing.assert_array_equal(tree[name][n], expected[name])
+def test_seed_words_are_an_int_or_the_words_of_a_key():
+    assert seed_words(5) == (5,) and seed_words(np.int64(5)) == (5,)
+    words = seed_words(jax.random.key(3))
+    assert all(isinstance(w, int) for w in words) and len(words) >= 2
+    assert words == seed_words(jax.random.PRNGKey(3))  # raw and typed keys alike
+    assert words != seed_words(jax.random.key(4))
 
 
 def test_host_rng_is_determined_by_the_key_and_an_int_is_a_numpy_seed():
@@ -60,41 +34,42 @@ def test_host_rng_is_determined_by_the_key_and_an_int_is_a_numpy_seed():
     np.testing.assert_array_equal(draw(np.int64(5)), draw(5))
 
 
-@given(SHAPES, st.integers(1, 3))
-def test_each_direction_lives_in_its_own_leaf_with_unit_max_norm(shapes, k):
-    params = _tree(shapes)
-    slices = leaf_slices(params)
-    V = random_leaf_directions(params, k, np.random.default_rng(0))
-    P = sum(math.prod(s) for s in shapes)
-    assert V.shape == (k * len(shapes), P)
-    for row, v in enumerate(V):
-        a, b = slices[row // k]  # k rows per leaf, leaf by leaf
-        outside = np.concatenate([v[:a], v[b:]])
-        assert np.all(outside == 0)
+@given(SHAPES, st.integers(1, 5))
+def test_each_direction_is_a_block_of_the_leafs_shape_with_unit_max_norm(shape, k):
+    d = leaf_directions((7, 1), np.ones(shape, np.float32), k)
+    V = np.asarray(d)
+    assert V.shape == (k, *shape) and V.dtype == np.float32
+    for v in V:
         assert np.abs(v).max() == 1.0
-        assert np.all(v[a:b] != 0)  # a Gaussian draw is never exactly zero
+        assert np.all(v != 0)  # a Gaussian draw is never exactly zero
 
 
-def test_directions_are_in_the_params_dtype_and_deterministic_from_a_key(key):
-    f32 = _tree([(2,), (3,)], np.float32)
-    V = random_leaf_directions(f32, 2, host_rng(key))
-    assert V.dtype == np.float32
-    np.testing.assert_array_equal(V, random_leaf_directions(f32, 2, host_rng(key)))
-    other = random_leaf_directions(f32, 2, host_rng(jax.random.key(1)))
-    assert not np.array_equal(V, other)
-    mixed = {"a": np.ones(2, np.float32), "b": np.ones(1, np.float64)}
-    assert random_leaf_directions(mixed, 1, host_rng(key)).dtype == np.float64
+def test_any_direction_is_made_again_alike_alone_or_in_any_chunk():
+    """Direction j depends on the seed and j only: a chunk of them never needs the rest."""
+    d = LeafDirections((1, 2, 3), (5, 4), np.float64, 6)
+    every = d.blocks(range(6))
+    np.testing.assert_array_equal(d.blocks([4]), every[4:5])
+    np.testing.assert_array_equal(d.blocks([5, 0, 3]), every[[5, 0, 3]])
+    np.testing.assert_array_equal(np.asarray(d), every)
+    np.testing.assert_array_equal(np.asarray(d, np.float32), every.astype(np.float32))
+    # the first directions of a larger k are those of a smaller one: k adds, it does not redraw
+    np.testing.assert_array_equal(LeafDirections((1, 2, 3), (5, 4), np.float64, 2).blocks([0, 1]),
+                                  every[:2])  # fmt: skip
 
 
-def test_leaves_selects_which_leaves_get_directions_in_the_order_given():
-    params = _tree([(2,), (3,), (1,)])
-    V = random_leaf_directions(params, 2, np.random.default_rng(0), leaves=[2, 0])
-    assert V.shape == (4, 6)
-    assert np.all(V[:2, :5] == 0) and np.all(V[:2, 5] != 0)  # leaf 2 is entry 5
-    assert np.all(V[2:, 2:] == 0) and np.all(V[2:, :2] != 0)  # leaf 0 is entries 0, 1
-    assert random_leaf_directions(params, 2, np.random.default_rng(0), leaves=[]).shape == (0, 6)
+def test_directions_are_independent_across_seeds_and_indices():
+    d = np.asarray(LeafDirections((0,), (200,), np.float64, 3))
+    other = np.asarray(LeafDirections((1,), (200,), np.float64, 3))
+    for a, b in [(d[0], d[1]), (d[1], d[2]), (d[0], other[0])]:
+        cos = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+        assert abs(cos) < 0.3  # random directions in 200 dimensions: |cos| ~ 0.07
 
 
-def test_an_empty_tree_has_no_directions():
-    V = random_leaf_directions({}, 2, np.random.default_rng(0))
-    assert V.shape == (0, 0)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_directions_are_in_the_leafs_dtype(dtype):
+    assert np.asarray(leaf_directions((0,), np.ones(3, dtype), 2)).dtype == dtype
+
+
+def test_a_scalar_leaf_and_an_empty_leaf():
+    np.testing.assert_array_equal(np.abs(np.asarray(leaf_directions((0,), np.ones(()), 2))), 1.0)
+    assert np.asarray(leaf_directions((0,), np.ones((0, 3)), 2)).shape == (2, 0, 3)

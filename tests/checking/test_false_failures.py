@@ -1,0 +1,80 @@
+"""No false failure where a careful reference exists: the four causes of issue 19, found by
+running the checkers over the op table of JAX's ``tests/lax_autodiff_test.py``, each on the
+smallest case that showed it. Each of these failed before the engine was rewritten."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import functional_nn as fnn
+
+# x ~ 4-5, where float32's Richardson step u^(1/5) max(1, |x|) ~ 0.2 moves expm1(x) by ~20
+X = jnp.array([[4.2, -1.3, 4.6, 0.7], [4.9, 2.2, -4.4, 3.9], [1.1, -0.2, 4.1, 2.9]], jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [lambda x: jnp.sin(jnp.expm1(x)), jnp.sinh, jnp.cosh, lambda x: (x * x) ** 1.85],
+    ids=["sin_expm1", "sinh", "cosh", "pow"],
+)  # fmt: skip
+def test_a_fast_varying_function_in_float32_is_not_failed_by_a_coarser_validator(op):
+    """Cause 1: the exact complex step was rejected against central differences that could
+    not resolve the derivative, and the fallback's bar did not cover its error."""
+    f = lambda x: jnp.sum(jnp.sin(op(x)))  # noqa: E731
+    report = fnn.check_grad(f, X)
+    assert report.ok, report
+    # and the checker still sees a wrong gradient of the same function
+    wrong = fnn.check_grad(f, X, grad=lambda x: 1.05 * jax.grad(f)(x))
+    assert not wrong.ok
+
+
+@pytest.mark.parametrize("op", [lax.max, lax.min], ids=["max", "min"])
+def test_the_dot_product_test_leaves_out_the_directions_that_cross_a_kink(op):
+    """Cause 2: two arguments closer than the step: with ``pattern=`` the VJP rows are kinks,
+    and the dot-product rows must not count the crossing directions either."""
+    rng = np.random.default_rng(0)  # JAX's rand_default: a normal draw times 3
+    x, y = (jnp.asarray(rng.standard_normal((3, 4)) * 3, jnp.float32) for _ in range(2))
+    assert np.abs(np.asarray(x - y)).min() < 0.1  # two arguments close to the kink
+    report = fnn.check_vjp(lambda a: op(a[0], a[1]), (x, y), pattern=lambda a: a[0] > a[1])
+    assert report.ok, report
+
+    # a VJP that forgets half of one argument's cotangent still fails there
+    def bad(a, w):
+        gx, gy = jax.vjp(lambda a: op(a[0], a[1]), a)[1](w)[0]
+        return (gx, 0.5 * gy)
+
+    wrong = fnn.check_vjp(lambda a: op(a[0], a[1]), (x, y), vjp=bad,
+                          pattern=lambda a: a[0] > a[1])  # fmt: skip
+    assert not wrong.ok and {r.leaf for r in wrong.failures} <= {"[1]", "dot-product"}
+
+
+# a fractional part in [0.3, 0.7]: central differences (steps ~0.04 max(1, |x|)) cross no jump
+STEPS = jnp.array([[0.5, -1.4, 2.6, 0.45], [3.4, 1.6, -2.4, 0.35], [1.4, -0.6, 2.4, 3.6]],
+                  jnp.float32)  # fmt: skip
+
+
+@pytest.mark.parametrize("op", [jnp.floor, jnp.ceil, jnp.round], ids=["floor", "ceil", "round"])
+def test_the_taylor_ladder_across_the_steps_of_a_step_function_is_a_kink(op):
+    """Cause 3: relative steps up to 0.5 cross the jumps of ``floor``: the remainder jumps
+    instead of shrinking: a kink where the ladder sees it (no ``pattern=`` needed), never a
+    failure (``round`` here failed with the old ladder)."""
+    f = lambda x: jnp.sum(op(x) * x + x**2)  # noqa: E731
+    report = fnn.check_grad(f, STEPS)
+    assert report.ok, report
+    assert {r.status for r in report.rows if r.method == "taylor"} <= {"kink", "pass"}
+
+
+def test_bars_follow_a_float32_output_of_float64_inputs():
+    """Cause 4: ``preferred_element_type=float32`` on float64 inputs rounds like float32."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)))
+    y = jnp.asarray(np.random.default_rng(1).standard_normal((3, 4)))
+
+    def g(a):
+        return jnp.sin(lax.dot_general(a[0], a[1], (((1,), (1,)), ((), ())),
+                                       preferred_element_type=jnp.float32))  # fmt: skip
+
+    assert g((x, y)).dtype == jnp.float32
+    assert fnn.check_vjp(g, (x, y)).ok
+    assert fnn.check_grad(lambda a: jnp.sum(g(a)), (x, y)).ok
