@@ -14,8 +14,8 @@ Run it when nothing else runs; every section prints its wall and CPU seconds.
     python scripts/benchmark.py --only peak,methods --json bench.json
     python scripts/benchmark.py --skip validate,sympy
 
-Sections, in order: peak, methods, chain, first_result, validate, cost_law, vectorization,
-training, large_data, memory, data_parallel, sympy.
+Sections, in order: peak, methods, chain, first_result, checkers_scale, validate, compile,
+cost_law, vectorization, training, large_data, memory, data_parallel, sympy.
 """
 
 from __future__ import annotations

@@ -15,7 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import bench  # noqa: E402
 import benchmark  # noqa: E402
-from bench import common, cost_law, first_result, large_data, peak, timing, validate  # noqa: E402
+from bench import (  # noqa: E402
+    checkers_scale,
+    common,
+    cost_law,
+    first_result,
+    large_data,
+    peak,
+    research_models,
+    timing,
+    validate,
+)
 
 import functional_nn as fnn  # noqa: E402
 
@@ -135,7 +145,7 @@ def speed_table_sections() -> list[str]:
 
 def test_the_readme_speed_table_names_every_section_of_the_registry_in_order():
     assert speed_table_sections() == list(bench.NAMES) == [s.name for s in bench.SECTIONS]
-    assert len(bench.NAMES) == 13
+    assert len(bench.NAMES) == 14
 
 
 def test_only_and_skip_accept_exactly_the_speed_table_sections():
@@ -156,8 +166,83 @@ def test_every_worker_is_a_function_of_a_section_module():
     assert set(bench.WORKERS) == {
         "first_result",
         "first_check",
+        "checker",
         "data_parallel",
         "compile_setting",
         "probes",
     }
     assert all(f.__module__.startswith("bench.") for f in bench.WORKERS.values())
+
+
+# (P, leaves) of every model of the checkers_scale section, from the builders' shapes alone
+RESEARCH_SIZES = {
+    "mlp 256x4": (263_168, 8),
+    "mlp 512x4": (1_050_624, 8),
+    "mlp 256x16": (1_052_672, 32),
+    "transformer 1M": (990_848, 41),
+    "transformer 10M": (9_996_800, 101),
+    "transformer tiny": (16_992, 17),
+}
+
+
+def test_the_research_models_have_the_sizes_the_section_reports():
+    assert set(research_models.MODELS) == set(RESEARCH_SIZES)
+    for name, build in research_models.MODELS.items():
+        params = jax.eval_shape(lambda build=build: build()[1])
+        assert research_models.size(params) == RESEARCH_SIZES[name], name
+        assert {a.dtype for a in jax.tree_util.tree_leaves(params)} == {jnp.dtype("float32")}
+    assert set(checkers_scale.FULL_MODELS) - set(checkers_scale.QUICK_MODELS) == {"transformer 10M"}
+
+
+@pytest.mark.parametrize("model", ["mlp", "transformer"])
+def test_a_planted_bug_alters_only_the_leaf_it_names(model):
+    with jax.numpy_rank_promotion("allow"):  # research code broadcasts its biases
+        if model == "mlp":
+            f, params = research_models.tanh_mlp(8, 3, batch=4)
+        else:
+            f, params = research_models.transformer(**research_models.TINY)
+        assert f(params).dtype == jnp.float32
+        g = jax.grad(f)(params)
+        paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(g)[0]]
+        bugs = research_models.bug_leaves(params)
+        assert set(bugs) == set(research_models.KINDS) and set(bugs.values()) <= set(paths)
+        for kind, path in bugs.items():
+            wrong = research_models.plant(f, params, kind, path)(params)
+            changed = [
+                p
+                for p, a, b in zip(
+                    paths,
+                    jax.tree_util.tree_leaves(g),
+                    jax.tree_util.tree_leaves(wrong),
+                    strict=True,
+                )
+                if not np.array_equal(a, b)
+            ]
+            assert changed == [path], kind
+    with pytest.raises(ValueError, match="no leaf at"):
+        research_models.plant(f, params, "sign", "['nope']")
+    with pytest.raises(ValueError, match="square"):
+        research_models.plant(f, params, "transpose", bugs["zero"])
+    with pytest.raises(ValueError, match="kind must be"):
+        research_models.plant(f, params, "flip", bugs["zero"])
+
+
+def test_check_grad_names_each_planted_leaf_and_check_grads_gets_the_planted_rule():
+    with jax.numpy_rank_promotion("allow"):
+        f, params = research_models.tanh_mlp(8, 3, batch=4)
+        assert checkers_scale._check_grad(f, params, None) == {"ok": True, "failing": []}
+        assert checkers_scale._check_grads(f, params, None) == {"ok": True}
+        for kind, path in research_models.bug_leaves(params).items():
+            wrong = research_models.plant(f, params, kind, path)
+            assert checkers_scale._check_grad(f, params, wrong)["failing"] == [path], kind
+            rule = jax.grad(checkers_scale._with_grad(f, wrong))(params)
+            for a, b in zip(
+                jax.tree_util.tree_leaves(rule),
+                jax.tree_util.tree_leaves(wrong(params)),
+                strict=True,
+            ):
+                np.testing.assert_array_equal(a, b)
+        # one random projection: a whole-leaf bug may pass it, a negated gradient cannot
+        negated = lambda p: jax.tree_util.tree_map(jnp.negative, jax.grad(f)(p))  # noqa: E731
+        verdict = checkers_scale._check_grads(f, params, negated)
+        assert not verdict["ok"] and "cotangent projection" in verdict["error"]

@@ -13,6 +13,7 @@ jax.config.update("jax_enable_x64", True)  # for the float64 peak; every array h
 
 from bench import (  # noqa: E402
     chain,
+    checkers_scale,
     compile_settings,
     cost_law,
     data_parallel,
@@ -30,6 +31,7 @@ SECTIONS = (
     methods.SECTION,
     chain.CHAIN,
     first_result.SECTION,
+    checkers_scale.SECTION,
     validate.SECTION,
     compile_settings.SECTION,
     cost_law.COST_LAW_SECTION,
@@ -45,6 +47,7 @@ NAMES = tuple(s.name for s in SECTIONS)
 WORKERS = {
     "first_result": first_result.worker_first_result,
     "first_check": first_result.worker_first_check,
+    "checker": checkers_scale.worker_checker,
     "data_parallel": data_parallel.worker_data_parallel,
     "compile_setting": compile_settings.worker_compile_setting,
     "probes": compile_settings.worker_probes,
