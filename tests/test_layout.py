@@ -16,7 +16,8 @@ import functional_nn as fnn
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PUBLIC = """ACTIVATIONS DATASETS LOSSES OUTPUT_ACTIVATIONS TOLERANCES Activation CheckRow Dataset
+PUBLIC = (
+    """ACTIVATIONS DATASETS LOSSES OUTPUT_ACTIVATIONS TOLERANCES Activation CheckRow Dataset
 EpsStudy FiniteDifferenceResult GradCheckReport GradientMismatch History JacobianFactors Layer
 LayerFactors
 LeafComparison Loss Network Params Trace autodiff backprop bce check_grad check_gradients check_vjp
@@ -25,7 +26,10 @@ equivalent_linear_map factor_table finite_difference_grad finite_difference_jaco
 finite_differences fit get_activation get_loss gradient_descent identity jacobian_chain
 jacobian_factors load load_dataset local_finite_differences mse num_params objective
 observed_order relu save sigmoid softmax softplus tanh weight_penalty""".split()
-"""``functional_nn.__all__`` as users' code imports it (the names before the layout change)."""
+    + ["Progress"]
+)
+"""``functional_nn.__all__`` as users' code imports it (the names before the layout change, and
+``Progress``, what ``check_grad(callback=...)`` receives, added by issue 19)."""
 
 DOCUMENTED = {
     "functional_nn.compilation_cache": ["use_persistent_cache", "prefer_fast_compilation"],

@@ -4,10 +4,14 @@ directions, and the front doors ``check_gradients`` (a network's gradient method
 
 - ``_comparison.py``: per-leaf errors, ``CheckRow`` and ``GradCheckReport``.
 - ``_tolerances.py``: ``TOLERANCES``, the one table of bars, and ``DIRECTIONAL_ABOVE``.
-- ``_directions.py``: random directions drawn leaf by leaf on the host.
+- ``_directions.py``: random directions that are blocks of one leaf, drawn on the host.
+- ``_progress.py``: ``Progress``, what a long check tells its ``callback``.
 - ``_leaves.py``: what the front doors share about the trees they check.
-- ``_references.py``: the host-driven engine: a reference derivative along directions
-  (autodiff of a custom rule's primal, the complex step, central differences with Richardson).
+- ``_references.py``: the engine's references, leaf by leaf: a derivative along directions of
+  one leaf (autodiff of a custom rule's primal, the validated complex step, central
+  differences with Richardson) and the shared ladder.
+- ``_reference_data.py``: what they are made of (``Directions``, ``Reference``, ``Ladder``),
+  when central differences resolve a leaf, and the reference name a report gives.
 - ``_programs.py``: ``check_gradients``' compiled method programs.
 - ``_network_check.py``, ``_scalar_check.py``, ``_vjp_check.py``: the three front doors, which
   import the engine and never each other.
@@ -23,6 +27,7 @@ from functional_nn.checking._comparison import (
     compare_gradients,
 )
 from functional_nn.checking._network_check import check_gradients, default_methods
+from functional_nn.checking._progress import Progress
 from functional_nn.checking._scalar_check import check_grad
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, TOLERANCES
 from functional_nn.checking._vjp_check import check_vjp
@@ -33,6 +38,7 @@ __all__ = [
     "GradCheckReport",
     "GradientMismatch",
     "LeafComparison",
+    "Progress",
     "TOLERANCES",
     "check_grad",
     "check_gradients",

@@ -55,6 +55,18 @@ class LeafDirections:
         )
 
 
+class PickedDirections(LeafDirections):
+    """Directions ``js`` of another :class:`LeafDirections`, made again on demand: the
+    directions whose comparison a checker confirms with more steps."""
+
+    def __init__(self, parent: LeafDirections, js):
+        super().__init__(parent.seed, parent.shape, parent.dtype, len(js))
+        self.parent, self.js = parent, np.asarray(js, int)
+
+    def blocks(self, js) -> np.ndarray:
+        return self.parent.blocks(self.js[np.asarray(list(js), int)])
+
+
 def leaf_directions(rng_seed: tuple, leaf, k: int) -> LeafDirections:
     """``k`` random directions in ``leaf`` (:class:`LeafDirections`), seeded by the ints
     ``rng_seed``."""

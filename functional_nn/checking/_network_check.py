@@ -42,6 +42,7 @@ from functional_nn.checking._tolerances import (
     TOLERANCES,
 )
 from functional_nn.differences._blocks import LeafFunction
+from functional_nn.differences._estimates import step_scale
 from functional_nn.differences._flat import ravel_params
 from functional_nn.differences._network_methods import (
     complex_step,
@@ -86,7 +87,7 @@ def directional_derivatives(net, loss, params, x, y, v, reduction="sum", eps=Non
     """
     theta, unravel = ravel_params(params)
     eps = default_eps("central", theta.dtype) if eps is None else eps
-    h = eps * jnp.maximum(1, jnp.max(jnp.abs(theta)))
+    h = eps * step_scale(jnp.max(jnp.abs(theta)), jnp)
     J = objective(net, loss, reduction)
     base = relu_pattern(net, params, x)
 

@@ -31,39 +31,34 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_nn.checking._directions import LeafDirections, leaf_directions
+from functional_nn.checking._directions import leaf_directions
+from functional_nn.checking._reference_data import (
+    RESOLVES,
+    Directions,
+    Ladder,
+    Reference,
+    ladder_steps,
+    relative_bar,
+    richardson_eps,
+)
 from functional_nn.checking._tolerances import TOLERANCES
 from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._estimates import (
+    central,
     complex_agrees,
     complex_step,
+    leaf_scale,
+    measured_noise,
     richardson_ladder,
+    rounding_floor,
     step_scale,
 )
-
-LADDER = 8
-"""Steps of a leaf's ladder (each taken both ways): relative steps from 0.5 down to
-:math:`10 \\sqrt u`, geometric."""
-
-
-def ladder_steps(dtype) -> np.ndarray:
-    """The relative steps of a ladder, largest first: 0.5 down to :math:`10 \\sqrt u` (below,
-    the Taylor remainder :math:`O(h^2)` sinks under rounding :math:`O(u |f|)` for any
-    curvature)."""
-    u = float(jnp.finfo(dtype).eps)
-    return np.logspace(np.log10(0.5), np.log10(10 * np.sqrt(u)), LADDER)
-
-
-def richardson_eps(dtype) -> float:
-    r"""The relative step of Richardson-extrapolated central differences, :math:`u^{1/5}`:
-    truncation :math:`O(h^4)` and rounding :math:`O(u/h)` balance there."""
-    return float(jnp.finfo(dtype).eps) ** 0.2
 
 
 def custom_primal(f: Callable) -> Callable | None:
@@ -113,65 +108,6 @@ def jitted(fn: Callable) -> Callable:
         return jax.jit(fn)
 
 
-class Directions(NamedTuple):
-    """Directions in one leaf: the unit vectors :math:`e_i` of some of its entries
-    (``index``, flat positions) or ``n`` dense blocks of its shape (``blocks``, unit
-    max-norm)."""
-
-    index: np.ndarray | None = None
-    blocks: LeafDirections | None = None
-
-    @property
-    def n(self) -> int:
-        return len(self.index) if self.index is not None else self.blocks.k
-
-    def along(self, g_leaf) -> np.ndarray:
-        """``<g, v>`` for each direction, ``g_leaf`` a leaf-shaped array: ``(n,)`` float64,
-        the directions made a chunk at a time."""
-        g = np.asarray(g_leaf, np.float64).ravel()
-        if self.index is not None:
-            return g[self.index]
-        out = np.empty(self.n)
-        for start in range(0, self.n, 8):
-            js = range(start, min(start + 8, self.n))
-            out[start : start + len(js)] = self.blocks.blocks(js).reshape(len(js), -1) @ g
-        return out
-
-    def dense(self, start: int, stop: int) -> np.ndarray:
-        """Directions ``start .. stop-1`` as blocks ``(stop - start, *shape)``."""
-        if self.blocks is not None:
-            return self.blocks.blocks(range(start, stop))
-        raise ValueError("unit directions have no dense blocks")
-
-
-class Reference(NamedTuple):
-    """Derivatives along directions from the most exact reference available.
-
-    Attributes:
-        name: ``"autodiff of the primal"``, ``"complex_step"`` or ``"central"``.
-        value, error: ``(n, m)``: the derivatives and their own error bar.
-        crossed: ``(n,)``: the steps that changed the pattern (kinks), or None.
-        evaluations: evaluations of ``f`` made (None for autodiff).
-    """
-
-    name: str
-    value: np.ndarray
-    error: np.ndarray
-    crossed: np.ndarray | None
-    evaluations: int | None
-
-
-class Ladder(NamedTuple):
-    """``f`` at :math:`\\theta \\pm h_j v` along one random direction ``v`` of a leaf."""
-
-    v: Any
-    hs: np.ndarray
-    plus: np.ndarray
-    minus: np.ndarray
-    crossed: bool
-    evaluations: int
-
-
 class LeafReferences:
     """The references of one function at one point, leaf by leaf (see the module docstring).
 
@@ -185,7 +121,8 @@ class LeafReferences:
             scale the checkers say no: central differences evaluate ``f`` in real
             arithmetic only (a complex evaluation costs about four real ones, and compiles
             every op of ``f`` a second time), four points per direction, one chunk for four
-            directions; unit directions keep the validated complex step.
+            directions; unit directions keep the validated complex step, and so does a leaf
+            that central differences do not resolve (:data:`RESOLVES`).
     """
 
     def __init__(
@@ -205,16 +142,18 @@ class LeafReferences:
         self._ladders: dict[int, Ladder] = {}
         self._complex: dict[int, bool] = {}
         self._abs_max: dict[int, float] = {}
+        self._noise: dict[int, np.ndarray] = {}
 
     def rng(self, l: int, purpose: int) -> np.random.Generator:
         return np.random.default_rng([*self.seed, l, purpose])
 
     def scale(self, l: int) -> float:
-        """:math:`\\max(1, \\max|\\theta_l|)`: the step scale of a dense direction of leaf l."""
+        """:math:`\\max|\\theta_l|` (1 for zeros): the step scale of a dense direction of leaf l
+        (:func:`~functional_nn.differences._estimates.leaf_scale`)."""
         if l not in self._abs_max:
             leaf = self.lf.leaves[l]
             self._abs_max[l] = float(jnp.max(jnp.abs(leaf))) if jnp.size(leaf) else 0.0
-        return float(step_scale(self._abs_max[l]))
+        return float(leaf_scale(self._abs_max[l]))
 
     def random(self, l: int, k: int, purpose: int = 1) -> Directions:
         """``k`` random directions of unit max-norm in leaf ``l``."""
@@ -266,7 +205,7 @@ class LeafReferences:
         :meth:`random`'s direction 0, so the two share their points): made once."""
         if l not in self._ladders:
             v = self.random(l, 1)
-            hs = ladder_steps(jnp.result_type(self.lf.leaves[l])) * self.scale(l)
+            hs = ladder_steps(self.dtype) * self.scale(l)
             ts = np.concatenate([hs, -hs]) / self.scale(l)
             before = self.lf.evaluations
             values, _, crossed = self.along(l, v, ts, "ladder")
@@ -300,14 +239,88 @@ class LeafReferences:
         return Reference("complex_step", value, error, None, d.n)
 
     def central(self, l: int, d: Directions) -> Reference:
+        r"""Richardson-extrapolated central differences along ``d``: :math:`D(2h)` and
+        :math:`D(h)` at the relative step :func:`richardson_eps`, 4 evaluations each.
+
+        Along dense directions, a leaf they do not resolve (:data:`RESOLVES`: the bar
+        :math:`|D(h) - D(2h)|` plus the assumed rounding floor could hide the smallest error
+        the checkers promise to catch) gets two more
+        rungs, 4 times larger where the floor dominates the bar and 4 times smaller where the
+        truncation does, and the noise of ``f`` measured along the leaf
+        (:meth:`noise`): the four rungs give Ridders' estimate, trusted only where they show
+        the :math:`h^2` law, with the measured floor; the estimate with the smaller bar is
+        kept. The same shapes, the same program: a retry costs evaluations, not compiles."""
         eps = richardson_eps(self.dtype)
-        ts = np.array([2 * eps, eps, -2 * eps, -eps])
-        values, steps, crossed = self.along(l, d, ts, "central")
-        plus, minus = values[:, :2].real, values[:, 2:].real
-        hs = (steps[:, :2] - steps[:, 2:]) / 2  # (n, 2): the steps taken, largest first
+        plus, minus, hs, crossed = self._pairs(l, d, np.array([2 * eps, eps]))
         value, error = richardson_ladder(plus, minus, hs, self.u)
         crossed = crossed if self.lf.pattern is not None else None
-        return Reference("central", value, error, crossed, 4 * d.n)
+        ref = Reference("central", value, error, crossed, 4 * d.n)
+        if d.blocks is None or self.lf.pattern is not None or self.resolves(ref):
+            return ref
+        before = self.lf.evaluations
+        noise = self.noise(l)
+        fmax = np.maximum(np.abs(plus[:, 1]), np.abs(minus[:, 1]))
+        floor = np.max(rounding_floor(fmax, hs[:, 1:], self.u), initial=0)
+        larger = floor >= np.max(np.ptp(central(plus, minus, hs[..., None]), axis=1), initial=0)
+        more = np.array([8 * eps, 4 * eps] if larger else [eps / 2, eps / 4])
+        p2, m2, h2, _ = self._pairs(l, d, more)
+        order = (lambda a, b: np.concatenate([b, a], axis=1)) if larger else (
+            lambda a, b: np.concatenate([a, b], axis=1))  # fmt: skip
+        ridders = richardson_ladder(order(plus, p2), order(minus, m2), order(hs, h2), self.u,
+                                    noise=noise)  # fmt: skip
+        two = richardson_ladder(plus, minus, hs, self.u, noise=noise)
+        spent = 4 * d.n + self.lf.evaluations - before
+        refs = (Reference("central", *e, None, spent) for e in (two, ridders))
+        best = min(refs, key=relative_bar)
+        return best if relative_bar(best) < relative_bar(ref) else ref._replace(evaluations=spent)
+
+    def confirm(self, l: int, d: Directions, ref: Reference, failing) -> Reference:
+        r"""``ref`` with the directions it would fail (``failing``, ``(n,)`` bool) estimated
+        again before they do, where ``ref`` is central differences and no ``pattern`` names
+        the kinks: a ladder of six rungs, :math:`8\varepsilon` down to
+        :math:`\varepsilon / 4` (:func:`richardson_eps`), and Ridders' rule with the measured
+        noise (:meth:`noise`), trusted only where the rungs show the :math:`h^2` law, else
+        an infinite bar. A wrong derivative stays wrong on every rung and fails; a jump the
+        first step crossed (``atan2`` across its branch cut, a dense direction moving an
+        entry 0.04 from it) or a function too fast for it shows no :math:`h^2` law and is
+        not judged. Costs 12 more evaluations per failing direction, nothing when none
+        fails."""
+        failing = np.asarray(failing, bool)
+        if ref.name != "central" or self.lf.pattern is not None or not failing.any():
+            return ref
+        before = self.lf.evaluations
+        js = np.flatnonzero(failing)
+        noise = self.noise(l)
+        ts = richardson_eps(self.dtype) * 2.0 ** np.arange(3, -3, -1)
+        plus, minus, hs, _ = self._pairs(l, d.subset(js), ts)
+        value, error = richardson_ladder(plus, minus, hs, self.u, noise=noise)
+        values, errors = ref.value.copy(), ref.error.copy()
+        values[js], errors[js] = value, error
+        spent = (ref.evaluations or 0) + self.lf.evaluations - before
+        return ref._replace(value=values, error=errors, evaluations=spent)
+
+    def resolves(self, ref: Reference) -> bool:
+        """Whether ``ref``'s bar is within :data:`RESOLVES` of its largest derivative."""
+        return relative_bar(ref) <= RESOLVES[self.dtype]
+
+    def _pairs(self, l: int, d: Directions, ts: np.ndarray):
+        """``f`` at :math:`\\theta_l \\pm t s v` for the relative steps ``ts`` (largest first):
+        ``(plus (n, J, m), minus (n, J, m), steps taken (n, J), crossed (n,))``."""
+        values, steps, crossed = self.along(l, d, np.concatenate([ts, -ts]), "central")
+        J = ts.size
+        hs = (steps[:, :J] - steps[:, J:]) / 2
+        return values[:, :J].real, values[:, J:].real, hs, crossed
+
+    def noise(self, l: int) -> np.ndarray:
+        """The rounding noise of ``f`` along leaf ``l``'s first random direction, ``(m,)``:
+        16 points at steps of :math:`16 k u s` (:math:`k = -7 .. 8`), where ``f`` is
+        quadratic far below its rounding
+        (:func:`~functional_nn.differences._estimates.measured_noise`). Made once per leaf."""
+        if l not in self._noise:
+            ts = 16 * self.u * np.arange(-7, 9, dtype=np.float64)
+            values, steps, _ = self.along(l, self.random(l, 1), ts, "noise")
+            self._noise[l] = measured_noise(steps[0], values[0].real, self.u)
+        return self._noise[l]
 
     def reference(self, l: int, d: Directions) -> Reference:
         """The derivatives of ``f`` along ``d`` in leaf ``l`` from the most exact reference."""
@@ -325,4 +338,8 @@ class LeafReferences:
                 cs = self.complex(l, d)
                 if self.complex_ok(l, cs if first else None):
                     return cs
-        return self.central(l, d)
+        ref = self.central(l, d)
+        if (blocks_central and self.lf.pattern is None and not self.resolves(ref)
+                and self.lf.accepts_complex(l) and self.complex_ok(l)):  # fmt: skip
+            return self.complex(l, d)  # rounding swamps central: the complex step has none
+        return ref

@@ -48,6 +48,7 @@ from functional_nn.checking._comparison import CheckRow, GradCheckReport, leaf_p
 from functional_nn.checking._directions import seed_words
 from functional_nn.checking._leaves import Keyed, check_floating_leaves, check_same_structure
 from functional_nn.checking._progress import Progress, Tracker, check_budget
+from functional_nn.checking._reference_data import failing, reference_name
 from functional_nn.checking._references import (
     Directions,
     LeafReferences,
@@ -179,8 +180,11 @@ def check_grad(
             refs.ladder(l)  # the Taylor row's evaluations, shared with the validation
         before = lf.evaluations
         ref = refs.reference(l, d)
-        names.append(ref.name)
         cand = d.along(g_leaves[l])
+        keep = None if ref.crossed is None else ~ref.crossed
+        tol = bars[bar_name(ref.name)]
+        ref = refs.confirm(l, d, ref, failing(cand, ref.value[:, 0], ref.error[:, 0], tol, keep))
+        names.append(ref.name)
         out_shape = shape if unit else (k,)
         excl = None if ref.crossed is None else ref.crossed.reshape(out_shape)
         rows.append(row_within(
@@ -192,7 +196,7 @@ def check_grad(
             taylor_rows.append(_taylor_row(refs, l, path, f0, g_leaves[l]))
     if order == 2:
         taylor_rows += _hvp_rows(grad_fn, params, k, (*seed, 2), paths, budget)
-    name = max(set(names), key=names.count) if names else "-"
+    name = reference_name(names)
     description = (
         f"check_grad: P={P}, {len(paths)} leaves, reference {name}, order={order}, "
         f"{lf.evaluations} evaluations"

@@ -42,6 +42,7 @@ from functional_nn.checking._comparison import (
 from functional_nn.checking._directions import host_rng, seed_words
 from functional_nn.checking._leaves import Keyed, check_floating_leaves, check_same_structure
 from functional_nn.checking._progress import Progress, Tracker, check_budget
+from functional_nn.checking._reference_data import failing, reference_name
 from functional_nn.checking._references import (
     Directions,
     LeafReferences,
@@ -144,9 +145,15 @@ def check_vjp(
         A_l = A[l].reshape(k, -1)
         if full:
             before = lf.evaluations
-            ref = refs.reference(l, Directions(index=np.arange(size)))
-            names.append(ref.name)
+            unit = Directions(index=np.arange(size))
+            ref = refs.reference(l, unit)
+            tol = bars[bar_name(ref.name)]
+            keep = None if ref.crossed is None else ~ref.crossed
             wJ, bar = Wf @ ref.value.T, np.abs(Wf) @ ref.error.T  # (k, size)
+            bad = failing(np.asarray(A_l, np.float64).T, wJ.T, bar.T, tol, keep)
+            ref = refs.confirm(l, unit, ref, bad)
+            names.append(ref.name)
+            wJ, bar = Wf @ ref.value.T, np.abs(Wf) @ ref.error.T
             crossed = None if ref.crossed is None else np.broadcast_to(ref.crossed, (k, size))
             excl = None if crossed is None or not crossed.any() else crossed
             rows.append(row_within("vjp", path, np.asarray(A_l, np.float64), wJ, bar,
@@ -155,15 +162,17 @@ def check_vjp(
         d = refs.random(l, k)
         before = lf.evaluations
         ref = refs.reference(l, d)
+        tol = bars[bar_name(ref.name)]
+        ref = refs.confirm(l, d, ref, _dot_product_terms(Wf, ref, d, A_l, tol)[-1])
         names.append(ref.name)
-        rows.append(_dot_product_row(path, Wf, ref, d, A_l, bars[bar_name(ref.name)],
-                                     lf.evaluations - before, seconds))  # fmt: skip
+        rows.append(_dot_product_row(path, Wf, ref, d, A_l, tol, lf.evaluations - before,
+                                     seconds))  # fmt: skip
         c = compare_leaf(path, np.asarray(Z[l], np.float64).ravel(), np.zeros(size))
         rows.append(leaf_row("zero cotangent", c, 0.0, 0, 1, seconds))
         c = compare_leaf(path, np.asarray(B[l], np.float64).reshape(k, -1),
                          np.asarray(A_l, np.float64))  # fmt: skip
         rows.append(leaf_row("vmap", c, bars["vmap"], 0, k, seconds))
-    name = max(set(names), key=names.count) if names else "-"
+    name = reference_name(names)
     description = (
         f"check_vjp: P={P} primal entries, m={m} outputs, k={k}, reference {name}, "
         f"{lf.evaluations} evaluations"
@@ -174,6 +183,15 @@ def check_vjp(
 def _dot_product_row(path, Wf, ref, d, A_l, tol, evaluations, seconds) -> CheckRow:
     r""":math:`\langle w, J v \rangle` against :math:`\langle \mathrm{vjp}(w), v \rangle` for
     each cotangent and its tangent; tangents whose steps crossed a kink are left out."""
+    lhs, rhs, keep, error, _ = _dot_product_terms(Wf, ref, d, A_l, tol)
+    exclude = None if keep.all() else ~keep
+    c = compare_leaf(path, rhs, lhs, exclude)._replace(normwise=float(error))
+    return leaf_row("dot-product", c, tol, int((~keep).sum()), evaluations, seconds)
+
+
+def _dot_product_terms(Wf, ref, d, A_l, tol):
+    """``(lhs, rhs, keep, error, failing)``: the two sides per tangent, those compared, the
+    row's error, and the tangents beyond ``tol``."""
     k = Wf.shape[0]
     Jv, err = ref.value, ref.error  # (k, m)
     V = jnp.reshape(jnp.asarray(d.blocks), (k, -1))
@@ -188,9 +206,8 @@ def _dot_product_row(path, Wf, ref, d, A_l, tol, evaluations, seconds) -> CheckR
     excess = np.where(keep, np.maximum(np.abs(lhs - rhs) - unc, 0), 0.0)
     excess = np.where(keep & np.isnan(lhs - rhs), np.inf, excess)
     error = 0.0 if excess.max() == 0 else (excess.max() / scale if scale > 0 else np.inf)
-    exclude = None if keep.all() else ~keep
-    c = compare_leaf(path, rhs, lhs, exclude)._replace(normwise=float(error))
-    return leaf_row("dot-product", c, tol, int((~keep).sum()), evaluations, seconds)
+    bad = (excess > tol * scale) | (keep & np.isnan(lhs - rhs))
+    return lhs, rhs, keep, error, bad
 
 
 def _ordered(rows: list[CheckRow], paths: list[str]) -> list[CheckRow]:

@@ -71,11 +71,17 @@ class LeafFunction:
         self.out_dtype = jnp.result_type(*out_leaves) if out_leaves else jnp.float32
         self._largest = _largest_intermediate(f, params, args)
         self._base_pattern = None if pattern is None else pattern(params, *args)
+        self._widen: set[int] = set()  # leaves whose complex step makes every leaf complex
         self.evaluations = 0
 
-    def params_with(self, l: int, leaf) -> Any:
-        """``params`` with leaf ``l`` replaced."""
+    def params_with(self, l: int, leaf, widen: bool = False) -> Any:
+        """``params`` with leaf ``l`` replaced; with ``widen``, the other real floating
+        leaves cast to ``leaf``'s complex dtype (imaginary part zero): for an ``f`` whose ops
+        ask their arguments for one dtype (``lax.pow(x, y)``)."""
         leaves = list(self.leaves)
+        if widen:
+            to = jnp.result_type(leaf)
+            leaves = [jnp.asarray(a).astype(to) if _real_float(a) else a for a in leaves]
         leaves[l] = leaf
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
@@ -123,8 +129,10 @@ class LeafFunction:
         if is_complex:
             base = base.astype(jnp.result_type(base.dtype, 1j))
 
+        widen = is_complex and l in self._widen
+
         def point(delta):
-            moved = self.params_with(l, base + delta)
+            moved = self.params_with(l, base + delta, widen)
             value = self.flat(self.f(moved, *self.args))
             if self.pattern is None:
                 return value, jnp.zeros((), bool)
@@ -151,18 +159,33 @@ class LeafFunction:
         return np.concatenate(values).astype(wide), np.concatenate(changed)
 
     def accepts_complex(self, l: int) -> bool:
-        """Whether ``f`` takes leaf ``l`` complex and returns a complex output (a trace only).
+        """Whether ``f`` takes leaf ``l`` complex and returns a complex output (a trace only):
+        with the other leaves as they are, or else with every real leaf made complex too
+        (then the complex step widens them, :meth:`params_with`).
 
         Necessary for the complex step, not sufficient: the checkers validate it numerically
         (:func:`~functional_nn.differences._estimates.complex_agrees`) before they trust it.
         """
         leaf = self.leaves[l]
         z = jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(jnp.result_type(leaf), 1j))
-        try:
-            out = jax.eval_shape(lambda leaf: self.at(l, leaf), z)
-        except Exception:  # noqa: BLE001 -- any failure on complex input means "no complex step"
-            return False
-        return bool(jnp.issubdtype(out.dtype, jnp.complexfloating))
+        for widen in (False, True):
+            try:
+                out = jax.eval_shape(
+                    lambda leaf, widen=widen: self.flat(
+                        self.f(self.params_with(l, leaf, widen), *self.args)
+                    ),
+                    z,
+                )
+            except Exception:  # noqa: BLE001 -- a failure on complex input: try wider, or no
+                continue
+            if widen:
+                self._widen.add(l)
+            return bool(jnp.issubdtype(out.dtype, jnp.complexfloating))
+        return False
+
+
+def _real_float(a) -> bool:
+    return jnp.issubdtype(jnp.result_type(a), jnp.floating)
 
 
 def _real(tree):

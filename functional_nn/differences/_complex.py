@@ -20,6 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from functional_nn.differences._estimates import central, complex_agrees, rounding_floor, step_scale
+
 CROSS_CHECKS = 4
 """Evaluations the cross-check of :func:`complex_step_agrees` makes (2 directions, +-h)."""
 
@@ -74,11 +76,14 @@ def complex_step_agrees(g, theta: jax.Array, columns: jax.Array, pattern=None) -
     Two checks, four evaluations of ``g``: along one quasi-random direction :math:`v` (fixed)
     and along :math:`e_i` for the entry :math:`i` of largest magnitude, the predicted
     :math:`v^\top` ``columns`` against :math:`(g(\theta + h v) - g(\theta - h v)) / 2h`,
-    within 1e-2 (float32) or 1e-5 (float64) relative plus the rounding floor
-    :math:`100\, u \max|g| / h`. A function that is not complex-analytic (``conj``, or a
-    kernel that drops the imaginary part) fails it: its "derivative" is off by O(1). With a
-    ``pattern`` (``theta -> bool array``), a direction whose central step changes it (a ReLU
-    kink, where the complex step is right and central differences are not) is skipped.
+    by :func:`~functional_nn.differences._estimates.complex_agrees` (the checkers' rule): within
+    the rounding floor :math:`16\, u \max|g| / h` plus 1e-2 (float32) or 1e-5 (float64)
+    relative, the bar of the central difference's :math:`O(h^2)` truncation at
+    :math:`h = u^{1/3} \max(1, \max|\theta|)`. A function that is not complex-analytic
+    (``conj``, or a kernel that drops the imaginary part) fails it: its "derivative" is off
+    by O(1). With a ``pattern`` (``theta -> bool array``), a direction whose central step
+    changes it (a ReLU kink, where the complex step is right and central differences are
+    not) is skipped.
     """
     if columns.shape[1] == 0:  # an empty output: nothing to disagree on
         return jnp.ones((), bool)
@@ -91,15 +96,18 @@ def complex_step_agrees(g, theta: jax.Array, columns: jax.Array, pattern=None) -
     i = jnp.argmax(jnp.max(jnp.abs(columns), axis=1))
     directions = jnp.stack([v, jnp.zeros_like(theta).at[i].set(1)])  # (2, P)
     predicted = directions @ columns  # (2, m)
-    h = u ** (1 / 3) * jnp.maximum(1, jnp.max(jnp.abs(theta)))
+    h = u ** (1 / 3) * step_scale(jnp.max(jnp.abs(theta)), jnp)
     steps = jnp.concatenate([theta[None] + h * directions, theta[None] - h * directions])
     values = jax.vmap(lambda t: jnp.real(g(t)))(steps)  # one batch: one trace of g
     plus, minus = values[:2], values[2:]
-    central = (plus - minus) / (2 * h)
+    # the one validation of the complex step (the checkers' too): within the central
+    # estimate's error, here its rounding floor, plus a relative bar for its O(h^2) truncation
+    fmax = jnp.maximum(jnp.max(jnp.abs(plus)), jnp.max(jnp.abs(minus)))
+    error = rounding_floor(fmax, h, u)
     rel = 1e-2 if dtype == jnp.float32 else 1e-5
-    floor = 100 * u * jnp.maximum(jnp.max(jnp.abs(plus)), jnp.max(jnp.abs(minus))) / h
-    bar = rel * jnp.maximum(jnp.abs(predicted), jnp.abs(central)) + floor
-    agrees = jnp.all(jnp.abs(predicted - central) <= bar, axis=1)  # (2,)
+    estimate = central(plus, minus, h)
+    agrees = jnp.stack([complex_agrees(predicted[j], estimate[j], error, rel, jnp)
+                        for j in range(2)])  # fmt: skip
     if pattern is not None:  # a difference across a kink refutes nothing: skip that direction
         changed = jnp.any(jax.vmap(pattern)(steps) != pattern(theta)[None], axis=1)  # (4,)
         agrees = agrees | changed[:2] | changed[2:]

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from functional_nn._util._validation import check_finite, check_int, check_real, is_concrete
 from functional_nn.differences._complex import CROSS_CHECKS
+from functional_nn.differences._estimates import step_scale
 from functional_nn.differences._flat import check_float_dtype
 
 SCHEMES = ("forward", "central", "complex_step")
@@ -118,7 +119,7 @@ def step_sizes(theta: jax.Array, scheme: str, eps: float) -> jax.Array:
     >>> step_sizes(jnp.array([0.5, -4.0]), "central", 0.25).tolist()
     [0.25, 1.0]
     """
-    h = eps * jnp.maximum(1, jnp.abs(theta))
+    h = eps * step_scale(jnp.abs(theta), jnp)
     if scheme == "complex_step":
         return h  # the imaginary part carries h exactly
     return (theta + h) - theta

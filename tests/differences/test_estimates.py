@@ -15,6 +15,7 @@ from functional_nn.differences._estimates import (
     central,
     complex_agrees,
     complex_step,
+    leaf_scale,
     richardson_ladder,
     rounding_floor,
     step_scale,
@@ -48,6 +49,11 @@ def test_step_scale_is_relative_to_the_parameters_and_absolute_near_zero():
     assert step_scale(2.5) == 2.5 and step_scale(1e6) == 1e6
     np.testing.assert_array_equal(step_scale(np.array([0.0, 0.5, 3.0, 40.0])), [1, 1, 3, 40])
     np.testing.assert_array_equal(step_scale(jnp.array([0.5, 3.0]), jnp), [1.0, 3.0])
+
+
+def test_a_whole_leaf_moves_relative_to_its_own_size_and_a_leaf_of_zeros_absolutely():
+    np.testing.assert_array_equal(leaf_scale(np.array([0.02, 3.0, 0.0])), [0.02, 3.0, 1.0])
+    assert float(leaf_scale(jnp.float32(0.5), jnp)) == 0.5
 
 
 def test_central_is_the_symmetric_quotient_broadcast_against_the_values():
