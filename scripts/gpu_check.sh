@@ -3,18 +3,21 @@
 # CUDA wheels' download is the longest step):
 # the device and card, a fresh virtual environment with JAX's CUDA 12 wheels, then
 # scripts/validate.py, scripts/benchmark.py --quick, and the tests that matter on an
-# accelerator (float32 gradient checks, precision pinning, fit). Every step has its own
+# accelerator (float32 gradient checks, precision pinning, fit); with --scale instead,
+# check_grad of a 100M-parameter transformer, right and with a planted bug. Every step has its own
 # timeout, and all of them share one deadline (TOTAL_S).
 #
 #   bash scripts/gpu_check.sh                  # on a GPU machine, from the repository root
 #   bash scripts/gpu_check.sh --cpu            # no GPU: still run the CPU parts
 #   bash scripts/gpu_check.sh --cpu --smoke --no-install   # a try-out here, in about 2 minutes
+#   bash scripts/gpu_check.sh --scale          # the 100M-parameter check_grad (its own run)
 #
 # Options:
 #   --cpu         run without a GPU (otherwise the script stops after printing the devices)
 #   --smoke       short settings: the lecture's network in validate.py, a few benchmark
 #                 sections, a few tests
 #   --no-install  use the python already on PATH instead of building a fresh venv
+#   --scale       after the install and devices, only check_grad of the 100M transformer
 # Environment: VENV (default /tmp/functional_nn-gpu-venv, outside the working tree),
 #   JAX_VERSION (default 0.10.2: jax-cuda12-plugin 0.10.2 is on PyPI), WHEELS (a folder of
 #   downloaded wheels, for a machine with no network), TOTAL_S (default 540), OUT (a folder
@@ -22,13 +25,14 @@
 #   without WHEELS, the install fails and the script goes on with python3 if it has jax.
 set -uo pipefail
 
-cpu=0 smoke=0 install=1
+cpu=0 smoke=0 install=1 scale=0
 for arg in "$@"; do
     case "$arg" in
         --cpu) cpu=1 ;;
         --smoke) smoke=1 ;;
         --no-install) install=0 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        --scale) scale=1 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -112,7 +116,14 @@ if ((gpu)) && ! grep -q "backend: gpu" "$OUT/devices.log"; then
     failed+=("devices (JAX runs on no GPU)")
 fi
 
-if ((smoke)); then
+if ((scale)); then
+    # check_grad at research scale where the parameters live: a 97.7M-parameter transformer
+    # (149 leaves), the right gradient, then a 5% scale planted in one weight matrix
+    step check-100M 240 "$PY" scripts/check_model.py --model "transformer 100M" --no-taylor \
+        --json "$OUT/check_100M.json"
+    step check-100M-plant 180 "$PY" scripts/check_model.py --model "transformer 100M" \
+        --no-taylor --plant scale --json "$OUT/check_100M_plant.json"
+elif ((smoke)); then
     step validate 90 "$PY" scripts/validate.py --sizes 4,3,2 --batch 8
     step benchmark 120 "$PY" scripts/benchmark.py --quick --only peak,methods,chain \
         --json "$OUT/benchmark.json"

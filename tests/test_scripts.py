@@ -232,3 +232,27 @@ def test_a_float64_check_without_x64_is_refused_not_run_in_float32():
     )
     r = _run("-c", code)
     assert "x64 mode is off" in r.stdout and "jax_enable_x64" in r.stdout, r.stdout + r.stderr
+
+
+def test_check_model_locates_a_planted_leaf_and_writes_its_verdict(tmp_path):
+    out = tmp_path / "verdict.json"
+    r = _run("scripts/check_model.py", "--model", "mlp 256x4", "--plant", "scale",
+             "--no-taylor", "--json", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    verdict = json.loads(out.read_text())
+    assert verdict["ok"] and verdict["leaves"] == 8 and len(verdict["failing"]) == 1
+    assert "as expected" in r.stdout and "peak host memory" in r.stdout
+
+
+def test_check_model_and_lax_suite_refuse_unknown_names():
+    r = _run("scripts/check_model.py", "--model", "resnet")
+    assert r.returncode == 2 and "--model must be one of" in r.stderr
+    r = _run("scripts/lax_suite.py", "--ops", "sinh,nope")
+    assert r.returncode == 2 and "unknown ops ['nope']" in r.stderr
+
+
+def test_lax_suite_passes_right_ops_and_catches_their_plants():
+    r = _run("scripts/lax_suite.py", "--ops", "sinh,atan2", "--seeds", "1", "--dtypes", "float32")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "false failures: 0 of 4 checks of right ops" in r.stdout
+    assert "plants missed or mislocated: 0 of 12" in r.stdout

@@ -194,6 +194,10 @@ TRANSFORMER_1M = dict(d_model=128, n_layers=3, vocab=1536, seq=32, batch=8)
 TRANSFORMER_10M = dict(d_model=256, n_layers=8, vocab=7168, seq=64, batch=4)
 """9,996,800 parameters in 101 leaves."""
 
+TRANSFORMER_100M = dict(d_model=768, n_layers=12, vocab=8192, seq=128, batch=4)
+"""97,700,352 parameters in 149 leaves (GPT-2 small's shape with a smaller vocabulary): the
+accelerator's check (``scripts/check_model.py``, run by ``scripts/gpu_check.sh``)."""
+
 TINY = dict(d_model=32, n_layers=1, vocab=64, seq=8, batch=2)
 """16,992 parameters in 17 leaves: above ``DIRECTIONAL_ABOVE`` (random directions per leaf),
 small enough for any engine."""
