@@ -180,16 +180,17 @@ def check_grad(
             refs.ladder(l)  # the Taylor row's evaluations, shared with the validation
         before = lf.evaluations
         ref = refs.reference(l, d)
-        cand = d.along(g_leaves[l])
+        cand, cand_err = d.along(g_leaves[l]), d.rounding(g_leaves[l])
         keep = None if ref.crossed is None else ~ref.crossed
         tol = bars[bar_name(ref.name)]
-        ref = refs.confirm(l, d, ref, failing(cand, ref.value[:, 0], ref.error[:, 0], tol, keep))
+        bad = failing(cand, ref.value[:, 0], ref.error[:, 0] + cand_err, tol, keep)
+        ref = refs.confirm(l, d, ref, bad)
         names.append(ref.name)
         out_shape = shape if unit else (k,)
         excl = None if ref.crossed is None else ref.crossed.reshape(out_shape)
         rows.append(row_within(
             "grad", path, cand.reshape(out_shape), ref.value[:, 0].reshape(out_shape),
-            ref.error[:, 0].reshape(out_shape), bars[bar_name(ref.name)], excl, None,
+            (ref.error[:, 0] + cand_err).reshape(out_shape), tol, excl, None,
             lf.evaluations - before, seconds,
         ))  # fmt: skip
         if taylor:

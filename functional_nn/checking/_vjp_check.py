@@ -52,6 +52,7 @@ from functional_nn.checking._references import (
 )
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
 from functional_nn.differences._blocks import LeafFunction
+from functional_nn.differences._estimates import ROUNDING
 from functional_nn.differences._steps import check_finite_leaves
 
 FULL_JACOBIAN_UP_TO = 1_000_000
@@ -199,7 +200,11 @@ def _dot_product_terms(Wf, ref, d, A_l, tol):
     norm_a = np.asarray(jnp.linalg.norm(A_l, axis=1), np.float64)
     norm_v = np.asarray(jnp.linalg.norm(V, axis=1), np.float64)
     lhs = np.sum(Wf * Jv, axis=1)
-    unc = np.sum(np.abs(Wf) * err, axis=1)
+    # the reference's bar, and the rounding of <vjp(w), v> in the candidate's dtype (a sum of
+    # a leaf's entries that cancels: Directions.rounding)
+    u = float(jnp.finfo(A_l.dtype).eps)
+    terms = np.asarray(jnp.sum(jnp.abs(A_l * V.astype(A_l.dtype)), axis=1), np.float64)
+    unc = np.sum(np.abs(Wf) * err, axis=1) + 2 * ROUNDING * u * terms
     keep = np.ones(k, bool) if ref.crossed is None else ~ref.crossed
     scale = max(np.max(np.linalg.norm(Wf, axis=1) * np.linalg.norm(Jv, axis=1)),
                 np.max(norm_a * norm_v))  # fmt: skip

@@ -386,3 +386,19 @@ def test_reference_name_names_every_reference_used_most_exact_first():
         "autodiff of the primal + central"
     )
     assert reference_name([]) == "-"
+
+
+def test_the_candidates_rounding_along_a_direction_is_16_u_sum_of_magnitudes():
+    """A dense direction's <g, v> cancels; the candidate's float32 rounding is bounded by
+    16 u sum |g_i v_i|, which grows like sqrt(n) times |<g, v>| (Directions.rounding)."""
+    g = jnp.asarray(np.random.default_rng(3).standard_normal((64, 32)), jnp.float32)
+    lf = LeafFunction(lambda p: jnp.sum(p["w"] * g), {"w": g})
+    refs = LeafReferences(lf, "float32", (5,))
+    d = refs.random(0, 3)
+    V = np.asarray(d.blocks).reshape(3, -1)
+    u = float(jnp.finfo(jnp.float32).eps)
+    want = 16 * u * np.abs(V) @ np.abs(np.asarray(g, np.float64).ravel())
+    np.testing.assert_allclose(d.rounding(g), want, rtol=1e-12)
+    assert np.all(d.rounding(g) > 16 * u * np.abs(d.along(g)))  # cancellation
+    unit = Directions(index=np.array([0, 5]))
+    np.testing.assert_allclose(unit.rounding(g), 16 * u * np.abs(np.asarray(g).ravel()[[0, 5]]))
