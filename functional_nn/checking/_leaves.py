@@ -4,6 +4,9 @@ compiled program serves every call with the same function)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,3 +50,85 @@ class Keyed:
 
     def __hash__(self):
         return hash((type(self).__name__, id(self.fn)))
+
+
+def is_checked(leaf) -> bool:
+    """Whether the checkers differentiate a leaf: an array (JAX or NumPy) of an inexact dtype.
+    Every other leaf is held fixed: functions and other objects, integer and bool arrays,
+    PRNG keys, Python numbers (as ``equinox.is_inexact_array`` sorts them)."""
+    if not isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
+        return False
+    dtype = leaf.dtype
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.extended):  # a PRNG key
+        return False
+    return bool(jnp.issubdtype(dtype, jnp.inexact))
+
+
+class HeldSlot:
+    """Where a held leaf was: an empty subtree, so the engine sees no leaf there."""
+
+    def __repr__(self):
+        return "HeldSlot()"
+
+
+jax.tree_util.register_pytree_node(HeldSlot, lambda s: ((), None), lambda aux, ch: HeldSlot())
+
+
+class Held(NamedTuple):
+    """A tree split into the leaves a checker differentiates and those it holds fixed.
+
+    Attributes:
+        tree: the tree with every held leaf replaced by a :class:`HeldSlot` (an empty
+            subtree): what the engine checks, its paths those of the tree as given.
+        paths: the held leaves' paths, in tree order (empty: ``tree`` is the tree as given).
+        fill: ``tree-like -> the full tree``, the held leaves put back.
+        pick: ``(full-tree-like, what, where) -> tree-like``: a user's gradient or VJP with
+            ``None``, zeros or anything at the held leaves, reduced to the checked ones.
+    """
+
+    tree: Any
+    paths: list[str]
+    fill: Callable
+    pick: Callable
+
+
+def hold(tree, where: str, name: str = "params") -> Held:
+    """Split ``tree`` (:class:`Held`); a ``ValueError`` if no leaf is left to check."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    leaves = [leaf for _, leaf in flat]
+    mask = [is_checked(leaf) for leaf in leaves]
+    paths = [jax.tree_util.keystr(p) or "(root)" for p, _ in flat]
+    held = [p for p, m in zip(paths, mask, strict=True) if not m]
+    if not held:
+        return Held(tree, [], lambda t: t, lambda g, what, where: g)
+    if not any(mask):
+        raise ValueError(f"{where}: {name} has no floating-point array leaf to check (held: "
+                         f"{', '.join(held)})")  # fmt: skip
+
+    def unflatten(xs):
+        return treedef.unflatten(xs)
+
+    def up_to(t, what, where):
+        try:
+            return treedef.flatten_up_to(t)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{where}: {what} has another tree structure than {name}: "
+                            f"{e}") from None  # fmt: skip
+
+    def fill(t):
+        got = up_to(t, name, where)
+        return unflatten([g if m else h for g, h, m in zip(got, leaves, mask, strict=True)])
+
+    def pick(g, what, where):
+        got = up_to(g, what, where)
+        return unflatten([x if m else HeldSlot() for x, m in zip(got, mask, strict=True)])
+
+    return Held(unflatten([x if m else HeldSlot() for x, m in zip(leaves, mask, strict=True)]),
+                held, fill, pick)  # fmt: skip
+
+
+def held_note(held: Held) -> str:
+    """What a report's description says of the held leaves (empty for none)."""
+    if not held.paths:
+        return ""
+    return f"; held fixed (not inexact arrays): {', '.join(held.paths)}"

@@ -78,12 +78,18 @@ def check_dtype(params: Any, where: str) -> str:
     if not leaves:
         raise ValueError(f"{where}: params has no leaves: nothing to check")
     name = jnp.dtype(jnp.result_type(*leaves)).name
-    if name not in TOLERANCES:
+    if name in TOLERANCES:
+        return name
+    if jnp.issubdtype(name, jnp.complexfloating):
         raise ValueError(
-            f"{where}: params of dtype {name}; expected float32 or float64 (for float64, "
-            "enable x64 at the start of the process: jax.config.update('jax_enable_x64', True))"
+            f"{where}: params of dtype {name}; the checkers take real parameters (float32 or "
+            "float64): pass the real and imaginary parts as two real leaves"
         )
-    return name
+    hint = ""
+    if not jax.config.jax_enable_x64:
+        hint = (" (for float64, enable x64 at the start of the process: "
+                "jax.config.update('jax_enable_x64', True))")  # fmt: skip
+    raise ValueError(f"{where}: params of dtype {name}; expected float32 or float64{hint}")
 
 
 def bars_dtype(dtype: str, out_dtype) -> str:

@@ -46,7 +46,13 @@ from functional_nn._util._precision import highest_precision
 from functional_nn._util._validation import check_int
 from functional_nn.checking._comparison import CheckRow, GradCheckReport, leaf_paths, row_within
 from functional_nn.checking._directions import seed_words
-from functional_nn.checking._leaves import Keyed, check_floating_leaves, check_same_structure
+from functional_nn.checking._leaves import (
+    Keyed,
+    check_floating_leaves,
+    check_same_structure,
+    held_note,
+    hold,
+)
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name
 from functional_nn.checking._references import (
@@ -96,8 +102,12 @@ def check_grad(
     Args:
         f: ``params -> scalar`` (real). ``jax.grad(f)`` is checked, every custom rule inside
             it included, unless ``grad`` is given.
-        params: any pytree of float32 or float64 arrays (dicts, nested tuples, ...).
-        grad: ``params -> pytree like params``, e.g. a hand-derived gradient.
+        params: any pytree (dicts, nested tuples, an Equinox module, ...): its float32 or
+            float64 array leaves are checked, every other leaf (a function, an integer or
+            bool array, a PRNG key, a Python number) is held fixed and named in the
+            report's description.
+        grad: ``params -> pytree like params``, e.g. a hand-derived gradient (anything,
+            ``None`` included, at the held leaves).
         order: 1, or 2 to also check Hessian-vector products of the gradient,
             ``jax.jvp(grad, (params,), (v,))``, against differences of the gradient along
             ``v`` (complex step where analytic).
@@ -133,6 +143,24 @@ def check_grad(
     [("['b']", 'pass'), ("['w']", 'fail')]
     """
     where = "check_grad"
+    held = hold(params, where)
+    if held.paths:  # check the inexact-array leaves, the rest held fixed
+        f_user, grad_user, pattern_user = f, grad, pattern
+        params = held.tree
+
+        def f(p):
+            return f_user(held.fill(p))
+
+        if grad_user is not None:
+
+            def grad(p):
+                return held.pick(grad_user(held.fill(p)), "the gradient", where)
+
+        if pattern_user is not None:
+
+            def pattern(p):
+                return pattern_user(held.fill(p))
+
     dtype = check_dtype(params, where)
     check_finite_leaves(params, "params", where)
     order = check_int(order, "order", where)
@@ -202,7 +230,7 @@ def check_grad(
         f"check_grad: P={P}, {len(paths)} leaves, reference {name}, order={order}, "
         f"{lf.evaluations} evaluations"
     )
-    return GradCheckReport(rows + taylor_rows, name, description, dtype)
+    return GradCheckReport(rows + taylor_rows, name, description + held_note(held), dtype)
 
 
 def grad_of(f: Callable) -> Callable:

@@ -40,7 +40,13 @@ from functional_nn.checking._comparison import (
     row_within,
 )
 from functional_nn.checking._directions import host_rng, seed_words
-from functional_nn.checking._leaves import Keyed, check_floating_leaves, check_same_structure
+from functional_nn.checking._leaves import (
+    Keyed,
+    check_floating_leaves,
+    check_same_structure,
+    held_note,
+    hold,
+)
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name
 from functional_nn.checking._references import (
@@ -77,7 +83,8 @@ def check_vjp(
     Args:
         g: ``primals -> outputs``, pytrees of real arrays. ``jax.vjp(g)`` is checked, every
             custom rule inside included, unless ``vjp`` is given.
-        primals: any pytree of float32 or float64 arrays.
+        primals: any pytree: its float32 or float64 array leaves are checked, every other
+            leaf held fixed and named in the report's description (as in ``check_grad``).
         vjp: ``vjp(primals, cotangents) -> like primals``, ``cotangents`` shaped like the
             outputs.
         k: random cotangents (and tangents per leaf); key: their PRNG key.
@@ -98,6 +105,24 @@ def check_vjp(
     True
     """
     where = "check_vjp"
+    held = hold(primals, where, "primals")
+    if held.paths:  # check the inexact-array leaves, the rest held fixed
+        g_user, vjp_user, pattern_user = g, vjp, pattern
+        primals = held.tree
+
+        def g(p):
+            return g_user(held.fill(p))
+
+        if vjp_user is not None:
+
+            def vjp(p, ct):
+                return held.pick(vjp_user(held.fill(p), ct), "the VJP", where)
+
+        if pattern_user is not None:
+
+            def pattern(p):
+                return pattern_user(held.fill(p))
+
     dtype = check_dtype(primals, where)
     check_finite_leaves(primals, "primals", where)
     k = check_int(k, "k", where)
@@ -178,7 +203,7 @@ def check_vjp(
         f"check_vjp: P={P} primal entries, m={m} outputs, k={k}, reference {name}, "
         f"{lf.evaluations} evaluations"
     )
-    return GradCheckReport(_ordered(rows, paths), name, description, dtype)
+    return GradCheckReport(_ordered(rows, paths), name, description + held_note(held), dtype)
 
 
 def _dot_product_row(path, Wf, ref, d, A_l, tol, evaluations, seconds) -> CheckRow:
