@@ -26,7 +26,7 @@ equivalent_linear_map factor_table finite_difference_grad finite_difference_jaco
 finite_differences fit get_activation get_loss gradient_descent identity jacobian_chain
 jacobian_factors load load_dataset local_finite_differences mse num_params objective
 observed_order relu save sigmoid softmax softplus tanh weight_penalty""".split()
-    + ["Progress"]
+    + ["Progress", "check_jvp"]
 )
 """``functional_nn.__all__`` as users' code imports it (the names before the layout change, and
 ``Progress``, what ``check_grad(callback=...)`` receives, added by issue 19)."""

@@ -50,4 +50,5 @@ def test_check_your_own_code_examples_run_and_say_what_the_readme_says():
     }
     assert failing == {("vjp", "['x']"), ("dot-product", "['x']")}, out
     assert "2 FAILED" in out and "[('hvp', \"['w']\")]" in out
+    assert "[('jvp', \"['y']\")]" in out  # check_jvp names the rule's wrong argument
     assert "True [('grad', 'kink'" in out  # the ReLU layer: kinks left out, the rest passes

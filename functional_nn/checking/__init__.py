@@ -13,8 +13,8 @@ directions, and the front doors ``check_gradients`` (a network's gradient method
 - ``_reference_data.py``: what they are made of (``Directions``, ``Reference``, ``Ladder``),
   when central differences resolve a leaf, and the reference name a report gives.
 - ``_programs.py``: ``check_gradients``' compiled method programs.
-- ``_network_check.py``, ``_scalar_check.py``, ``_vjp_check.py``: the three front doors, which
-  import the engine and never each other.
+- ``_network_check.py``, ``_scalar_check.py``, ``_vjp_check.py``, ``_jvp_check.py``: the four
+  front doors, which import the engine and never each other.
 
 Imports ``differences``, ``lecture``, ``_compile`` and ``_util``.
 """
@@ -26,6 +26,7 @@ from functional_nn.checking._comparison import (
     LeafComparison,
     compare_gradients,
 )
+from functional_nn.checking._jvp_check import check_jvp
 from functional_nn.checking._network_check import check_gradients, default_methods
 from functional_nn.checking._progress import Progress
 from functional_nn.checking._scalar_check import check_grad
@@ -42,6 +43,7 @@ __all__ = [
     "TOLERANCES",
     "check_grad",
     "check_gradients",
+    "check_jvp",
     "check_vjp",
     "compare_gradients",
     "default_methods",

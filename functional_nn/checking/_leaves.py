@@ -84,12 +84,15 @@ class Held(NamedTuple):
         fill: ``tree-like -> the full tree``, the held leaves put back.
         pick: ``(full-tree-like, what, where) -> tree-like``: a user's gradient or VJP with
             ``None``, zeros or anything at the held leaves, reduced to the checked ones.
+        blank: ``tree-like -> the full tree``, ``None`` at the held leaves (tangents for a
+            user's JVP).
     """
 
     tree: Any
     paths: list[str]
     fill: Callable
     pick: Callable
+    blank: Callable
 
 
 def hold(tree, where: str, name: str = "params") -> Held:
@@ -100,7 +103,7 @@ def hold(tree, where: str, name: str = "params") -> Held:
     paths = [jax.tree_util.keystr(p) or "(root)" for p, _ in flat]
     held = [p for p, m in zip(paths, mask, strict=True) if not m]
     if not held:
-        return Held(tree, [], lambda t: t, lambda g, what, where: g)
+        return Held(tree, [], lambda t: t, lambda g, what, where: g, lambda t: t)
     if not any(mask):
         raise ValueError(f"{where}: {name} has no floating-point array leaf to check (held: "
                          f"{', '.join(held)})")  # fmt: skip
@@ -123,8 +126,12 @@ def hold(tree, where: str, name: str = "params") -> Held:
         got = up_to(g, what, where)
         return unflatten([x if m else HeldSlot() for x, m in zip(got, mask, strict=True)])
 
+    def blank(t):
+        got = up_to(t, name, where)
+        return unflatten([x if m else None for x, m in zip(got, mask, strict=True)])
+
     return Held(unflatten([x if m else HeldSlot() for x, m in zip(leaves, mask, strict=True)]),
-                held, fill, pick)  # fmt: skip
+                held, fill, pick, blank)  # fmt: skip
 
 
 def held_note(held: Held) -> str:

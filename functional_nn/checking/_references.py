@@ -72,6 +72,30 @@ def custom_primal(f: Callable) -> Callable | None:
     return None
 
 
+def exact_jvps(g, lf: LeafFunction):
+    """For a top-level custom rule: ``(l, directions) -> (n, m)`` by ``jax.jvp`` of its
+    primal, only leaf ``l`` moved (and batched)."""
+    primal = custom_primal(g)
+    if primal is None:
+        return None
+
+    def exact(l, d):
+        leaf = lf.leaves[l]
+        if d.index is not None:
+            V = np.eye(int(np.size(leaf)), dtype=jnp.result_type(leaf))[d.index]
+            V = V.reshape(d.n, *np.shape(leaf))
+        else:
+            V = d.blocks
+
+        def h(x):
+            return lf.flat(primal(lf.params_with(l, x)))
+
+        jvps = jax.vmap(lambda v: jax.jvp(h, (leaf,), (v,))[1])(jnp.asarray(V))
+        return np.asarray(jvps, np.float64)
+
+    return exact
+
+
 def check_dtype(params: Any, where: str) -> str:
     """The name of the params' dtype, float32 or float64, or a ``ValueError``."""
     leaves = jax.tree_util.tree_leaves(params)

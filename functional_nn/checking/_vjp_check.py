@@ -53,7 +53,7 @@ from functional_nn.checking._references import (
     Directions,
     LeafReferences,
     check_dtype,
-    custom_primal,
+    exact_jvps,
     jitted,
 )
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
@@ -161,7 +161,7 @@ def check_vjp(
         budget, tracker,
     )  # fmt: skip
     P, m = sum(int(np.size(a)) for a in lf.leaves), Wf.shape[1]
-    refs = LeafReferences(lf, dtype, seed, _exact_jvps(g, lf), P <= DIRECTIONAL_ABOVE)
+    refs = LeafReferences(lf, dtype, seed, exact_jvps(g, lf), P <= DIRECTIONAL_ABOVE)
     bars = reference_bars(refs.dtype)
     full = P <= DIRECTIONAL_ABOVE and P * m <= FULL_JACOBIAN_UP_TO
     rows, names = [], []
@@ -243,30 +243,6 @@ def _dot_product_terms(Wf, ref, d, A_l, tol):
 def _ordered(rows: list[CheckRow], paths: list[str]) -> list[CheckRow]:
     kinds = ["vjp", "dot-product", "zero cotangent", "vmap"]
     return sorted(rows, key=lambda r: (kinds.index(r.method), paths.index(r.leaf)))
-
-
-def _exact_jvps(g, lf: LeafFunction):
-    """For a top-level custom rule: ``(l, directions) -> (n, m)`` by ``jax.jvp`` of its
-    primal, only leaf ``l`` moved (and batched)."""
-    primal = custom_primal(g)
-    if primal is None:
-        return None
-
-    def exact(l, d):
-        leaf = lf.leaves[l]
-        if d.index is not None:
-            V = np.eye(int(np.size(leaf)), dtype=jnp.result_type(leaf))[d.index]
-            V = V.reshape(d.n, *np.shape(leaf))
-        else:
-            V = d.blocks
-
-        def h(x):
-            return lf.flat(primal(lf.params_with(l, x)))
-
-        jvps = jax.vmap(lambda v: jax.jvp(h, (leaf,), (v,))[1])(jnp.asarray(V))
-        return np.asarray(jvps, np.float64)
-
-    return exact
 
 
 def vjp_of(g: Callable) -> Callable:

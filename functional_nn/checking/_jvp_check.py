@@ -1,0 +1,265 @@
+r"""``check_jvp``: forward mode, the counterpart of ``check_vjp``, leaf by leaf.
+
+``jax.jvp(g)`` (every ``custom_jvp`` rule inside ``g`` included), or a ``jvp`` of the user's,
+against the engine's reference :math:`J v` along directions of one primal leaf
+(:mod:`~functional_nn.checking._references`: autodiff of a top-level custom rule's primal,
+the validated complex step, central differences with their bar): every entry for tangents
+along each entry of a leaf, up to ``DIRECTIONAL_ABOVE`` parameters, ``k`` random tangents per
+leaf above. Then the properties a JVP must have whatever ``g`` is: linear in the tangent
+(:math:`\mathrm{jvp}(2v) = 2\,\mathrm{jvp}(v)`, exact in binary floating point, and
+:math:`\mathrm{jvp}(v_1 + v_2) = \mathrm{jvp}(v_1) + \mathrm{jvp}(v_2)`), zero for a zero
+tangent, the same under ``vmap`` as in a loop, and, where ``jax.vjp(g)`` exists, the transpose
+of the VJP: :math:`\langle w, \mathrm{jvp}(v) \rangle = \langle \mathrm{vjp}(w), v \rangle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from functional_nn._util._precision import highest_precision
+from functional_nn._util._validation import check_int
+from functional_nn.checking._comparison import (
+    CheckRow,
+    GradCheckReport,
+    compare_leaf,
+    leaf_paths,
+    leaf_row,
+    row_within,
+)
+from functional_nn.checking._directions import host_rng, seed_words
+from functional_nn.checking._leaves import hold
+from functional_nn.checking._progress import Progress, Tracker, check_budget
+from functional_nn.checking._reference_data import failing, reference_name
+from functional_nn.checking._references import (
+    Directions,
+    LeafReferences,
+    check_dtype,
+    exact_jvps,
+)
+from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
+from functional_nn.differences._blocks import LeafFunction
+from functional_nn.differences._estimates import ROUNDING
+from functional_nn.differences._steps import check_finite_leaves
+
+FULL_JACOBIAN_UP_TO = 1_000_000
+"""Entries of :math:`J` up to which every entry of ``J v`` is compared along unit tangents."""
+
+TANGENT_CHUNK = 256
+"""Unit tangents pushed forward at once (a chunk of them is ``TANGENT_CHUNK`` leaves)."""
+
+METHODS = ("jvp", "linearity", "zero tangent", "vmap", "transpose")
+
+
+@highest_precision
+def check_jvp(
+    g: Callable[[Any], Any],
+    primals: Any,
+    jvp: Callable[[Any, Any], Any] | None = None,
+    *,
+    k: int = 3,
+    key: jax.Array | None = None,
+    pattern: Callable[[Any], jax.Array] | None = None,
+    memory_budget: int | None = None,
+    callback: Callable[[Progress], None] | None = None,
+) -> GradCheckReport:
+    r"""Check the JVP (forward mode) of any function of any pytree, leaf by leaf.
+
+    Args:
+        g: ``primals -> outputs``, pytrees of real arrays. ``jax.jvp(g)`` is checked, every
+            ``custom_jvp`` rule inside included, unless ``jvp`` is given.
+        primals: any pytree: its float32 or float64 array leaves are checked, every other
+            leaf held fixed and named in the report's description.
+        jvp: ``jvp(primals, tangents) -> tangents of the outputs`` (``tangents`` like the
+            checked leaves of ``primals``: ``None`` at the held ones).
+        k: random tangents per leaf (at least 2: the sum test takes two); key: their key.
+        pattern: ``primals -> bool array``: steps that change it crossed a kink; those
+            tangents are left out of the ``jvp`` rows and reported.
+        memory_budget: bytes one batch of evaluations of ``g`` may use (default 256 MiB).
+        callback: called with a :class:`~functional_nn.checking._progress.Progress` after
+            every batch of evaluations.
+
+    Returns:
+        :class:`~functional_nn.GradCheckReport` with rows ``jvp``, ``linearity``,
+        ``zero tangent``, ``vmap`` and (where ``jax.vjp(g)`` runs) ``transpose`` per leaf.
+
+    >>> import jax.numpy as jnp
+    >>> g = lambda p: {"y": jnp.sin(p["x"]) * p["a"]}
+    >>> p = {"a": jnp.array(2.0), "x": jnp.array([0.5, 1.0, 1.5])}
+    >>> check_jvp(g, p).ok
+    True
+    """
+    where = "check_jvp"
+    held = hold(primals, where, "primals")
+    g_full, jvp_user = g, jvp
+    if held.paths:
+        primals = held.tree
+
+        def g(p):
+            return g_full(held.fill(p))
+
+        if pattern is not None:
+            pattern_user = pattern
+
+            def pattern(p):
+                return pattern_user(held.fill(p))
+
+    dtype = check_dtype(primals, where)
+    check_finite_leaves(primals, "primals", where)
+    k = check_int(k, "k", where)
+    if k < 2:
+        raise ValueError(f"{where}: k must be at least 2 (the sum test takes two tangents)")
+    budget = check_budget(memory_budget, where)
+    seed = seed_words(0 if key is None else key)
+    out = jax.eval_shape(g, primals)
+    for leaf in jax.tree_util.tree_leaves(out):
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise ValueError(f"{where}: g must return real arrays; got {leaf.dtype}")
+
+    paths = leaf_paths(primals)
+    tracker = Tracker(callback, paths)
+    lf = LeafFunction(g, primals, (), pattern, budget, tracker)
+    P, m = sum(int(np.size(a)) for a in lf.leaves), lf.m
+    push = _pushforward(g, lf, held, jvp_user, where)
+    transpose = _transposed(g, lf, where)
+    refs = LeafReferences(lf, dtype, seed, exact_jvps(g, lf), P <= DIRECTIONAL_ABOVE)
+    bars = reference_bars(refs.dtype)
+    u = float(jnp.finfo(refs.dtype).eps)
+    full = P <= DIRECTIONAL_ABOVE and P * m <= FULL_JACOBIAN_UP_TO
+    rng = host_rng(0 if key is None else key)
+    W = rng.standard_normal((k, m))
+    rows, names = [], []
+    for l, path in enumerate(paths):
+        tracker.leaf(l)
+        leaf = lf.leaves[l]
+        size = int(np.size(leaf))
+        d = Directions(index=np.arange(size)) if full else refs.random(l, k)
+        V = _tangents(d, leaf)  # a function of a chunk's positions
+        cand = np.concatenate([push(l, V(js)) for js in _chunks(d.n)])  # (n, m)
+        before = lf.evaluations
+        ref = refs.reference(l, d)
+        tol = bars[bar_name(ref.name)]
+        keep = None if ref.crossed is None else ~ref.crossed
+        err = ref.error + ROUNDING * u * np.abs(cand)
+        ref = refs.confirm(l, d, ref, failing(cand, ref.value, err, tol, keep))
+        names.append(ref.name)
+        err = ref.error + ROUNDING * u * np.abs(cand)
+        excl = None if ref.crossed is None or not ref.crossed.any() else ref.crossed
+        excl = None if excl is None else np.broadcast_to(excl[:, None], cand.shape)
+        rows.append(row_within("jvp", path, cand, ref.value, err, tol, excl, (d.n, m),
+                               lf.evaluations - before))  # fmt: skip
+        rows += _properties(path, l, k, refs, push, transpose, W, bars["vmap"], u)
+    description = (
+        f"check_jvp: P={P} primal entries, m={m} outputs, k={k}, reference "
+        f"{reference_name(names)}, {lf.evaluations} evaluations"
+    )
+    if held.paths:
+        description += f"; held fixed (not inexact arrays): {', '.join(held.paths)}"
+    order = {name: i for i, name in enumerate(METHODS)}
+    rows.sort(key=lambda r: (order[r.method], paths.index(r.leaf)))
+    return GradCheckReport(rows, reference_name(names), description, dtype)
+
+
+def _chunks(n: int):
+    for start in range(0, n, TANGENT_CHUNK):
+        yield np.arange(start, min(start + TANGENT_CHUNK, n))
+
+
+def _tangents(d: Directions, leaf) -> Callable:
+    """``js -> (len(js), *leaf shape)``: the tangents of ``d`` in the leaf's dtype."""
+    shape, dtype = tuple(jnp.shape(leaf)), jnp.result_type(leaf)
+    size = int(np.size(leaf))
+
+    def make(js):
+        if d.index is not None:
+            out = np.zeros((len(js), size), dtype)
+            out[np.arange(len(js)), d.index[js]] = 1
+            return out.reshape(len(js), *shape)
+        return d.blocks.blocks(js)
+
+    return make
+
+
+def _pushforward(g, lf: LeafFunction, held, jvp_user, where) -> Callable:
+    """``(l, V (n, *leaf shape)) -> (n, m)`` float64: the checked JVP of tangents in leaf
+    ``l`` alone (zero elsewhere), batched with ``vmap`` (a user's ``jvp`` gets one call per
+    tangent: it need not batch)."""
+
+    def tangent_tree(l, v):
+        zeros = [jnp.zeros_like(a) for a in lf.leaves]
+        zeros[l] = v
+        return jax.tree_util.tree_unflatten(lf.treedef, zeros)
+
+    if jvp_user is None:
+
+        def one(l, v):
+            return lf.flat(jax.jvp(g, (lf.params_with(l, lf.leaves[l]),), (tangent_tree(l, v),))[1])
+
+        def push(l, V):
+            return np.asarray(jax.vmap(lambda v: one(l, v))(jnp.asarray(V)), np.float64)
+
+        push.one = one
+        return push
+
+    def none_at_held(t):
+        return held.blank(t)
+
+    def one(l, v):
+        t = none_at_held(tangent_tree(l, v))
+        return lf.flat(jvp_user(held.fill(lf.params_with(l, lf.leaves[l])), t))
+
+    def push(l, V):
+        return np.stack([np.asarray(one(l, jnp.asarray(v)), np.float64) for v in V])
+
+    push.one = one
+    return push
+
+
+def _transposed(g, lf: LeafFunction, where) -> Callable | None:
+    """``(l, w (m,)) -> (leaf size,)``: leaf ``l`` of ``jax.vjp(g)(w)``, or None where ``g``
+    has no VJP (a ``custom_jvp`` rule JAX cannot transpose)."""
+    primals = jax.tree_util.tree_unflatten(lf.treedef, list(lf.leaves))
+    try:
+        out, vjp_fn = jax.vjp(lambda p: lf.flat(g(p)), primals)
+        vjp_fn(jnp.zeros_like(out))
+    except Exception:  # noqa: BLE001 -- no reverse mode: the transpose row is left out
+        return None
+
+    def back(l, w):
+        ct = vjp_fn(jnp.asarray(w, out.dtype))[0]
+        return np.asarray(jax.tree_util.tree_leaves(ct)[l], np.float64).ravel()
+
+    return back
+
+
+def _properties(path, l, k, refs, push, transpose, W, tol, u) -> list[CheckRow]:
+    """The rows every JVP must pass, along ``k`` random tangents of leaf ``l``."""
+    d = refs.random(l, k, purpose=7)
+    V = np.asarray(d.blocks)  # (k, *shape)
+    one = push.one
+    loop = np.stack([np.asarray(one(l, jnp.asarray(v)), np.float64) for v in V])  # (k, m)
+    batched = push(l, V)
+    twice = np.stack([np.asarray(one(l, jnp.asarray(2 * v)), np.float64) for v in V[:1]])
+    summed = np.asarray(one(l, jnp.asarray(V[0] + V[1])), np.float64)
+    zero = np.asarray(one(l, jnp.zeros_like(jnp.asarray(V[0]))), np.float64)
+    rows = []
+    lhs = np.concatenate([twice[0], summed])
+    rhs = np.concatenate([2 * loop[0], loop[0] + loop[1]])
+    bar = ROUNDING * u * np.concatenate([2 * np.abs(loop[0]), np.abs(loop[0]) + np.abs(loop[1])])
+    rows.append(row_within("linearity", path, lhs, rhs, bar, tol, None, (2, loop.shape[1]), 0))
+    c = compare_leaf(path, zero, np.zeros_like(zero))
+    rows.append(leaf_row("zero tangent", c, 0.0, 0, 0))
+    rows.append(leaf_row("vmap", compare_leaf(path, batched, loop), tol, 0, 0))
+    if transpose is not None:
+        left = W @ loop.T  # (k_w, k_v): <w, jvp(v)>
+        back = np.stack([transpose(l, w) for w in W])  # (k_w, size)
+        right = back @ V.reshape(k, -1).T.astype(np.float64)
+        bar = (
+            ROUNDING * u * (np.abs(W) @ np.abs(loop).T + np.abs(back) @ np.abs(V.reshape(k, -1)).T)
+        )
+        rows.append(row_within("transpose", path, left, right, bar, tol, None, left.shape, 0))
+    return rows
