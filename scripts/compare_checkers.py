@@ -1,7 +1,7 @@
 """Compare gradient checkers on the same functions: functional_nn's check_grad / check_vjp,
 jax.test_util.check_grads and (if installed) torch.autograd.gradcheck.
 
-Two tables:
+Three tables:
 
 1. The zoo: functions others wrote (jax.nn's sigmoid, softplus, gelu, silu, logsumexp,
    log_softmax; tanh, exp times sin, a norm, a small tanh MLP, BCE on logits), random inputs,
@@ -9,7 +9,9 @@ Two tables:
    fails (false failures), the rate of planted errors it catches (the largest gradient entry
    5% off in float32, 1% in float64, through a custom_vjp / autograd.Function), and the
    median time to a verdict.
-2. Planted bugs, one verdict each: a sign flip of one leaf, one entry off, a transposed leaf,
+2. Forward mode, the same zoo: functional_nn's check_jvp against check_grads(modes=["fwd"]),
+   the errors planted through a custom_jvp tangent rule.
+3. Planted bugs, one verdict each: a sign flip of one leaf, one entry off, a transposed leaf,
    a VJP rule right only for a unit cotangent, a misplaced stop_gradient (second order), a sign
    flip in a 10-entry leaf beside a 20,000-entry leaf whose gradient is 1e5 times larger.
 
@@ -150,11 +152,51 @@ def torch_tool(f, x) -> bool:
         return False
 
 
-def zoo_table(seeds: int) -> list[dict]:
-    tools = {"functional_nn.check_grad": (ours, _jax_zoo(), jax_planted)}
-    tools["jax.test_util.check_grads"] = (jax_tool, _jax_zoo(), jax_planted)
-    if torch is not None:
-        tools["torch.autograd.gradcheck"] = (torch_tool, _torch_zoo(), torch_planted)
+def jax_planted_jvp(f, off):
+    """``f`` through a custom_jvp whose tangent rule has the gradient's largest entry ``off``
+    too large: forward mode's counterpart of :func:`jax_planted`."""
+
+    @jax.custom_jvp
+    def h(x):
+        return f(x)
+
+    @h.defjvp
+    def h_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        g = jax.grad(f)(x)
+        i = jnp.argmax(jnp.abs(g))
+        return f(x), jnp.dot(g.at[i].multiply(1 + off), t)
+
+    return h
+
+
+def ours_fwd(f, x) -> bool:
+    return fnn.check_jvp(f, x).ok
+
+
+def jax_tool_fwd(f, x) -> bool:
+    try:
+        check_grads(f, (x,), order=1, modes=["fwd"])
+        return True
+    except AssertionError:
+        return False
+
+
+def forward_tools() -> dict:
+    """Forward mode: check_jvp against check_grads(modes=["fwd"]), planted through custom_jvp
+    (torch's check_forward_ad is left out: the zoo's torch twins need forward-mode formulas)."""
+    return {
+        "functional_nn.check_jvp": (ours_fwd, _jax_zoo(), jax_planted_jvp),
+        "jax.test_util.check_grads fwd": (jax_tool_fwd, _jax_zoo(), jax_planted_jvp),
+    }
+
+
+def zoo_table(seeds: int, tools: dict | None = None) -> list[dict]:
+    if tools is None:
+        tools = {"functional_nn.check_grad": (ours, _jax_zoo(), jax_planted)}
+        tools["jax.test_util.check_grads"] = (jax_tool, _jax_zoo(), jax_planted)
+        if torch is not None:
+            tools["torch.autograd.gradcheck"] = (torch_tool, _torch_zoo(), torch_planted)
     rows = []
     for tool, (check, zoo, plant) in tools.items():
         row = {"tool": tool}
@@ -301,6 +343,9 @@ FEATURES = [
     ("custom_vjp at top level checked exactly", "yes (primal autodiff)", "modes=['rev']",
      "n/a"),
     ("VJP: dot product, zero, vmap", "yes", "rev only", "full Jacobian"),
+    ("JVP (forward mode): per leaf, linearity, zero, vmap, transpose", "check_jvp",
+     "modes=['fwd'] (one direction)", "check_forward_ad"),
+    ("non-array leaves (a function, a key, an int) held", "yes, named", "no", "n/a"),
     ("second order", "order=2 (HVP)", "order=2", "gradgradcheck"),
     ("kinks (pattern=)", "yes", "no", "no"),
     ("float32 without false failures", "yes", "mostly", "no (use float64)"),
@@ -334,6 +379,18 @@ def main():
                   f"{1e3 * r['float32 median s']:.1f} ms")  # fmt: skip
     if torch is None:
         t.caption = "torch not installed: torch.autograd.gradcheck left out"
+    console.print(t)
+
+    t = Table(title=f"Forward mode, the same zoo x {args.seeds} seeds; planted through a "
+                    "custom_jvp tangent rule")  # fmt: skip
+    for col in ("checker", "f32 false failures", "f32 caught", "f64 false failures",
+                "f64 caught", "f32 first verdict", "f32 next (median)"):  # fmt: skip
+        t.add_column(col)
+    for r in zoo_table(args.seeds, forward_tools()):
+        t.add_row(r["tool"], f"{r['float32 false failures']:.1%}", f"{r['float32 caught']:.1%}",
+                  f"{r['float64 false failures']:.1%}", f"{r['float64 caught']:.1%}",
+                  f"{1e3 * r['float32 first s']:.0f} ms",
+                  f"{1e3 * r['float32 median s']:.1f} ms")  # fmt: skip
     console.print(t)
 
     for dtype in ("float32", "float64"):

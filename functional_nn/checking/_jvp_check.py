@@ -14,6 +14,8 @@ of the VJP: :math:`\langle w, \mathrm{jvp}(v) \rangle = \langle \mathrm{vjp}(w),
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +34,7 @@ from functional_nn.checking._comparison import (
     row_within,
 )
 from functional_nn.checking._directions import host_rng, seed_words
-from functional_nn.checking._leaves import hold
+from functional_nn.checking._leaves import Keyed, hold
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name
 from functional_nn.checking._references import (
@@ -195,14 +197,25 @@ def _pushforward(g, lf: LeafFunction, held, jvp_user, where) -> Callable:
         return jax.tree_util.tree_unflatten(lf.treedef, zeros)
 
     if jvp_user is None:
-
-        def one(l, v):
-            return lf.flat(jax.jvp(g, (lf.params_with(l, lf.leaves[l]),), (tangent_tree(l, v),))[1])
+        program = _push_program(Keyed(g))
+        primals = jax.tree_util.tree_unflatten(lf.treedef, list(lf.leaves))
 
         def push(l, V):
-            return np.asarray(jax.vmap(lambda v: one(l, v))(jnp.asarray(V)), np.float64)
+            n = len(V)
+            c = int(min(TANGENT_CHUNK, 2 ** math.ceil(math.log2(max(n, 1)))))
+            out = []
+            for start in range(0, n, c):
+                chunk = np.asarray(V[start : start + c], leaf_dtype(l))  # NumPy 1 widens
+                pad = c - len(chunk)
+                if pad:  # one shape per leaf: the last chunk padded with zeros
+                    chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+                out.append(np.asarray(program(primals, l, chunk), np.float64)[: c - pad])
+            return np.concatenate(out) if out else np.zeros((0, lf.m))
 
-        push.one = one
+        def leaf_dtype(l):
+            return jnp.result_type(lf.leaves[l])
+
+        push.one = lambda l, v: push(l, np.asarray(v, leaf_dtype(l))[None])[0]
         return push
 
     def none_at_held(t):
@@ -217,6 +230,26 @@ def _pushforward(g, lf: LeafFunction, held, jvp_user, where) -> Callable:
 
     push.one = one
     return push
+
+
+@functools.lru_cache(maxsize=64)
+def _push_program(g: Keyed) -> Callable:
+    """``(primals, l, V (c, *leaf shape)) -> (c, m)``: ``jax.jvp(g)`` of tangents in leaf ``l``
+    alone, vmapped and compiled once per ``g``, leaf and chunk size (``l`` static)."""
+
+    def push(primals, l, V):
+        leaves, treedef = jax.tree_util.tree_flatten(primals)
+
+        def one(v):
+            tangents = [jnp.zeros_like(a) for a in leaves]
+            tangents[l] = v
+            out = jax.jvp(g.fn, (primals,), (jax.tree_util.tree_unflatten(treedef, tangents),))[1]
+            flat = [jnp.reshape(a, (-1,)) for a in jax.tree_util.tree_leaves(out)]
+            return jnp.concatenate(flat) if flat else jnp.zeros((0,))
+
+        return jax.vmap(one)(V)
+
+    return jax.jit(push, static_argnums=1)
 
 
 def _transposed(g, lf: LeafFunction, where) -> Callable | None:
@@ -243,9 +276,10 @@ def _properties(path, l, k, refs, push, transpose, W, tol, u) -> list[CheckRow]:
     one = push.one
     loop = np.stack([np.asarray(one(l, jnp.asarray(v)), np.float64) for v in V])  # (k, m)
     batched = push(l, V)
-    twice = np.stack([np.asarray(one(l, jnp.asarray(2 * v)), np.float64) for v in V[:1]])
-    summed = np.asarray(one(l, jnp.asarray(V[0] + V[1])), np.float64)
-    zero = np.asarray(one(l, jnp.zeros_like(jnp.asarray(V[0]))), np.float64)
+    dt = V.dtype  # NumPy 1 turns 2 * a float32 scalar into a float64 one: cast back
+    twice = np.stack([np.asarray(one(l, jnp.asarray(2 * v, dt)), np.float64) for v in V[:1]])
+    summed = np.asarray(one(l, jnp.asarray(V[0] + V[1], dt)), np.float64)
+    zero = np.asarray(one(l, jnp.zeros(V.shape[1:], dt)), np.float64)
     rows = []
     lhs = np.concatenate([twice[0], summed])
     rhs = np.concatenate([2 * loop[0], loop[0] + loop[1]])

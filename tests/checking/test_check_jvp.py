@@ -141,3 +141,15 @@ def test_forward_and_transposed_paths_that_disagree_fail_the_transpose_row():
                            jvp=lambda q, t: jnp.cos(q["x"]) * t["x"])  # fmt: skip
     status = {r.method: r.status for r in report.rows}
     assert status["jvp"] == "pass" and status["transpose"] == "fail", str(report)
+
+
+@pytest.mark.parametrize(
+    "hidden, output, dtype", [("sigmoid", "sigmoid", "float64"), ("relu", "identity", "float32")]
+)
+def test_the_lectures_networks_forward_mode_passes(hidden, output, dtype):
+    net = fnn.Network((3, 4, 2), hidden=hidden, output=output)
+    params = net.init(jax.random.key(0), dtype)
+    x = jax.random.normal(jax.random.key(1), (5, 3), dtype)
+    report = fnn.check_jvp(lambda p: net.apply(p, x), params)
+    assert report.ok, str(report)
+    assert len({r.leaf for r in report.rows}) == len(jax.tree_util.tree_leaves(params))
