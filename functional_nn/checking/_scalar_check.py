@@ -172,7 +172,8 @@ def check_grad(
     value = jax.eval_shape(f, params)
     if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
         raise ValueError(f"{where}: f must return a real scalar; got {value.dtype}{value.shape}"
-                         " (use check_vjp for vector functions)")  # fmt: skip
+                         " (for vector functions: check_vjp for reverse mode, check_jvp for "
+                         "forward)")  # fmt: skip
     grad_fn = grad if grad is not None else grad_of(f)
     start = time.perf_counter()
     g = jax.block_until_ready(jitted(grad_fn)(params))

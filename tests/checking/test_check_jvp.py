@@ -153,3 +153,8 @@ def test_the_lectures_networks_forward_mode_passes(hidden, output, dtype):
     report = fnn.check_jvp(lambda p: net.apply(p, x), params)
     assert report.ok, str(report)
     assert len({r.leaf for r in report.rows}) == len(jax.tree_util.tree_leaves(params))
+
+
+def test_check_grad_points_a_vector_function_at_check_vjp_and_check_jvp():
+    with pytest.raises(ValueError, match="check_vjp for reverse mode, check_jvp for forward"):
+        fnn.check_grad(lambda p: jnp.sin(p["x"]), {"x": X})
