@@ -31,6 +31,7 @@ jax.config.update("jax_enable_x64", True)  # float64 cases; float32 ones ask for
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from bench.checker_features import FEATURES  # noqa: E402
 from jax.test_util import check_grads  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -332,24 +333,6 @@ def _jax_verdict(f, args, order=1) -> str:
         return "missed"
     except AssertionError:
         return "caught (no leaf named)"
-
-
-FEATURES = [
-    ("verdict per leaf, naming the leaf", "yes", "no (one direction, all leaves)", "per input"),
-    ("step chosen from the dtype", "yes (u^(1/5), ladder)", "no (1e-4 fixed)", "no (1e-6)"),
-    ("complex step, validated", "yes", "no", "no"),
-    ("reference's own error bar in the test", "yes (Richardson)", "no", "no"),
-    ("Taylor remainder order, no step size", "yes", "no", "no"),
-    ("custom_vjp at top level checked exactly", "yes (primal autodiff)", "modes=['rev']",
-     "n/a"),
-    ("VJP: dot product, zero, vmap", "yes", "rev only", "full Jacobian"),
-    ("JVP (forward mode): per leaf, linearity, zero, vmap, transpose", "check_jvp",
-     "modes=['fwd'] (one direction)", "check_forward_ad"),
-    ("non-array leaves (a function, a key, an int) held", "yes, named", "no", "n/a"),
-    ("second order", "order=2 (HVP)", "order=2", "gradgradcheck"),
-    ("kinks (pattern=)", "yes", "no", "no"),
-    ("float32 without false failures", "yes", "mostly", "no (use float64)"),
-]  # fmt: skip
 
 
 def main():

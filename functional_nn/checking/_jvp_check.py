@@ -34,7 +34,7 @@ from functional_nn.checking._comparison import (
     row_within,
 )
 from functional_nn.checking._directions import host_rng, seed_words
-from functional_nn.checking._leaves import Keyed, hold
+from functional_nn.checking._leaves import Keyed, held_note, hold, through
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name
 from functional_nn.checking._references import (
@@ -97,18 +97,9 @@ def check_jvp(
     """
     where = "check_jvp"
     held = hold(primals, where, "primals")
-    g_full, jvp_user = g, jvp
-    if held.paths:
-        primals = held.tree
-
-        def g(p):
-            return g_full(held.fill(p))
-
-        if pattern is not None:
-            pattern_user = pattern
-
-            def pattern(p):
-                return pattern_user(held.fill(p))
+    jvp_user = jvp
+    if held.paths:  # check the inexact-array leaves, the rest held fixed
+        g, pattern, primals = through(held, g), through(held, pattern), held.tree
 
     dtype = check_dtype(primals, where)
     check_finite_leaves(primals, "primals", where)
@@ -159,8 +150,7 @@ def check_jvp(
         f"check_jvp: P={P} primal entries, m={m} outputs, k={k}, reference "
         f"{reference_name(names)}, {lf.evaluations} evaluations"
     )
-    if held.paths:
-        description += f"; held fixed (not inexact arrays): {', '.join(held.paths)}"
+    description += held_note(held)
     order = {name: i for i, name in enumerate(METHODS)}
     rows.sort(key=lambda r: (order[r.method], paths.index(r.leaf)))
     return GradCheckReport(rows, reference_name(names), description, dtype)

@@ -134,6 +134,14 @@ def hold(tree, where: str, name: str = "params") -> Held:
                 held, fill, pick, blank)  # fmt: skip
 
 
+def through(held: Held, fn: Callable | None) -> Callable | None:
+    """``fn`` of the full tree as a function of the checked one (its other arguments passed
+    on); ``fn`` itself where nothing is held, None for None."""
+    if fn is None or not held.paths:
+        return fn
+    return lambda p, *rest: fn(held.fill(p), *rest)
+
+
 def held_note(held: Held) -> str:
     """What a report's description says of the held leaves (empty for none)."""
     if not held.paths:

@@ -52,6 +52,7 @@ from functional_nn.checking._leaves import (
     check_same_structure,
     held_note,
     hold,
+    through,
 )
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name
@@ -132,7 +133,8 @@ def check_grad(
 
     Cost: per leaf, ``2 * 8`` evaluations for the ladder, and one per entry for the complex
     step (trees up to ``DIRECTIONAL_ABOVE`` parameters), or four per random direction for
-    Richardson central differences (above): ``16 + 4 k`` per leaf at research scale. It grows
+    Richardson central differences (above): ``16 + 4 k`` per leaf at research scale, and 32
+    more for a leaf they do not resolve (the noise of ``f`` and two more rungs). It grows
     with the number of leaves and the cost of ``f``, never with leaves times parameters.
 
     >>> import jax.numpy as jnp
@@ -145,21 +147,11 @@ def check_grad(
     where = "check_grad"
     held = hold(params, where)
     if held.paths:  # check the inexact-array leaves, the rest held fixed
-        f_user, grad_user, pattern_user = f, grad, pattern
-        params = held.tree
-
-        def f(p):
-            return f_user(held.fill(p))
-
+        f, pattern, grad_user, params = through(held, f), through(held, pattern), grad, held.tree
         if grad_user is not None:
 
             def grad(p):
                 return held.pick(grad_user(held.fill(p)), "the gradient", where)
-
-        if pattern_user is not None:
-
-            def pattern(p):
-                return pattern_user(held.fill(p))
 
     dtype = check_dtype(params, where)
     check_finite_leaves(params, "params", where)

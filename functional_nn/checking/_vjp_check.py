@@ -46,6 +46,7 @@ from functional_nn.checking._leaves import (
     check_same_structure,
     held_note,
     hold,
+    through,
 )
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name
@@ -107,21 +108,11 @@ def check_vjp(
     where = "check_vjp"
     held = hold(primals, where, "primals")
     if held.paths:  # check the inexact-array leaves, the rest held fixed
-        g_user, vjp_user, pattern_user = g, vjp, pattern
-        primals = held.tree
-
-        def g(p):
-            return g_user(held.fill(p))
-
+        g, pattern, vjp_user, primals = through(held, g), through(held, pattern), vjp, held.tree
         if vjp_user is not None:
 
             def vjp(p, ct):
                 return held.pick(vjp_user(held.fill(p), ct), "the VJP", where)
-
-        if pattern_user is not None:
-
-            def pattern(p):
-                return pattern_user(held.fill(p))
 
     dtype = check_dtype(primals, where)
     check_finite_leaves(primals, "primals", where)
