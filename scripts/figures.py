@@ -1,5 +1,6 @@
-"""Figures for the README: the eps study (the V-shaped curve), the cost law, and training:
-sigmoid against ReLU, vanishing gradients, a decision boundary, linear against non-linear.
+"""Figures for the README and the docs: the eps study (the V-shaped curve), the Taylor picture
+of a check (``GradCheckReport.plot``), the cost law, and training: sigmoid against ReLU,
+vanishing gradients, a decision boundary, linear against non-linear.
 
     python scripts/figures.py                      # writes figures/*.png
     python scripts/figures.py --out DIR --bench bench.json
@@ -62,6 +63,27 @@ def eps_study_figure(path: Path) -> dict:
                  "dotted: the default step of each scheme")  # fmt: skip
     _save(fig, ax, path, legend={"loc": "center left", "fontsize": 8})
     return {k: round(float(v), 2) for k, v in study.orders.items()}
+
+
+def taylor_check_figure(path: Path) -> dict:
+    """``check_grad(...).plot()`` of a right and a wrong gradient: a two-leaf tanh layer
+    whose hand-written gradient forgets the tanh' factor in ``b`` (``w`` is right)."""
+    x = jax.random.normal(jax.random.key(0), (8, 3))
+    params = {"w": jax.random.normal(jax.random.key(1), (3, 2)), "b": jnp.full(2, 0.3)}
+
+    def f(p):
+        return jnp.mean(jnp.tanh(x @ p["w"] + p["b"]) ** 2)
+
+    def grad(p):  # right for w, wrong for b: d/db forgets tanh'(z) = 1 - tanh(z)^2
+        g = jax.grad(f)(p)
+        a = jnp.tanh(x @ p["w"] + p["b"])
+        return {"w": g["w"], "b": jnp.mean(2 * a, axis=0) / 2}
+
+    report = fnn.check_grad(f, params, grad=grad)
+    fig = report.plot()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {p: round(t.order, 2) for p, t in report.taylor.items()}
 
 
 def cost_law_figure(path: Path, cost: list[dict]) -> None:
@@ -173,6 +195,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     orders = eps_study_figure(out / "eps_study.png")
     print(f"wrote {out / 'eps_study.png'}; observed orders {orders}")
+    taylor = taylor_check_figure(out / "taylor_check.png")
+    print(f"wrote {out / 'taylor_check.png'}; Taylor orders {taylor}")
     if not args.only_eps:
         activations_figure(out / "sigmoid_vs_relu.png")
         ratios = vanishing_gradients_figure(out / "vanishing_gradients.png")

@@ -204,12 +204,14 @@ def test_benchmark_counts_the_flops_a_gradient_needs():
     assert gradient_flops(Network((4, 1)), batch=10) == 10 * 2 * 2 * 4
 
 
-def test_figures_writes_the_eps_study(tmp_path):
+def test_figures_writes_the_eps_study_and_the_taylor_picture(tmp_path):
     r = _run("scripts/figures.py", "--out", str(tmp_path), "--skip-cost", "--only-eps")
     assert r.returncode == 0, r.stdout + r.stderr
-    png = (tmp_path / "eps_study.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    for name in ("eps_study.png", "taylor_check.png"):
+        png = (tmp_path / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "'forward': 1.0" in r.stdout and "'central': 2.0" in r.stdout
+    assert "Taylor orders {\"['b']\": 1.0, \"['w']\": 2.0}" in r.stdout  # wrong b, right w
 
 
 def test_derive_check_passes_on_the_committed_record():

@@ -20,7 +20,7 @@ returns a :class:`GradCheckReport`: one :class:`CheckRow` per check and leaf, ``
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import jax
@@ -176,6 +176,27 @@ class CheckRow(NamedTuple):
     seconds: float
 
 
+class TaylorLadder(NamedTuple):
+    r"""The Taylor remainder test of one leaf, as :meth:`GradCheckReport.plot` draws it.
+
+    Attributes:
+        h: the steps of the ladder, largest first.
+        r: the remainder :math:`\max_\pm |f(\theta \pm h v) - f(\theta) \mp h \langle g, v
+            \rangle|` at each step.
+        floor: the rounding floor: remainders under it are rounding, not Taylor.
+        fit: which points the slope was fitted to (the smallest steps above ``floor``).
+        order: the fitted slope (2 for a right gradient, 1 for a wrong one; nan: no fit).
+        status: the row's status (``pass``, ``fail``, ``kink``, ``skip``).
+    """
+
+    h: np.ndarray
+    r: np.ndarray
+    floor: float
+    fit: np.ndarray
+    order: float
+    status: str
+
+
 class GradientMismatch(AssertionError):  # noqa: N818 -- the public name (DESIGN.md)
     """A gradient method disagrees with the reference beyond its tolerance."""
 
@@ -189,12 +210,15 @@ class GradCheckReport:
         reference: the name of the reference method.
         description: the network and data checked.
         dtype: the dtype of the parameters.
+        taylor: the Taylor ladder of each leaf (path -> :class:`TaylorLadder`), kept by
+            :func:`~functional_nn.check_grad`; empty for the other checks.
     """
 
     rows: list[CheckRow]
     reference: str
     description: str = ""
     dtype: str = ""
+    taylor: dict[str, TaylorLadder] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -236,8 +260,29 @@ class GradCheckReport:
             "reference": self.reference,
             "ok": self.ok,
             "rows": self.as_dicts(),
+            "taylor": {
+                path: {**t._asdict(), "h": t.h.tolist(), "r": t.r.tolist(), "fit": t.fit.tolist()}
+                for path, t in self.taylor.items()
+            },
         }
         return json.dumps(payload, **kw)
+
+    def plot(self, leaves=None, ax=None):
+        """The Taylor remainder test drawn: per leaf, the remainder against the step on
+        log-log axes, the fitted slope, slope-1 and slope-2 guides, failing leaves marked
+        (:func:`~functional_nn.checking._taylor_plot.plot_taylor`; needs matplotlib, which is
+        imported only here: ``pip install "functional_nn[plot]"``).
+
+        Args:
+            leaves: the paths to draw (default: every leaf with a ladder).
+            ax: a matplotlib ``Axes`` to draw every leaf on (default: a new figure).
+
+        Returns:
+            the matplotlib ``Figure``.
+        """
+        from functional_nn.checking._taylor_plot import plot_taylor
+
+        return plot_taylor(self, leaves, ax)
 
     def __str__(self) -> str:
         head = ("method", "leaf", "error", "tol", "worst rel at index: value vs reference",

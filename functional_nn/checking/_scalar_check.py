@@ -44,7 +44,13 @@ import numpy as np
 
 from functional_nn._util._precision import highest_precision
 from functional_nn._util._validation import check_int
-from functional_nn.checking._comparison import CheckRow, GradCheckReport, leaf_paths, row_within
+from functional_nn.checking._comparison import (
+    CheckRow,
+    GradCheckReport,
+    TaylorLadder,
+    leaf_paths,
+    row_within,
+)
 from functional_nn.checking._directions import seed_words
 from functional_nn.checking._leaves import (
     Keyed,
@@ -65,7 +71,7 @@ from functional_nn.checking._references import (
 )
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
 from functional_nn.differences._blocks import LeafFunction
-from functional_nn.differences._eps import observed_order
+from functional_nn.differences._eps import observed_order, order_points
 from functional_nn.differences._estimates import richardson_ladder
 from functional_nn.differences._steps import check_finite_leaves
 
@@ -191,7 +197,7 @@ def check_grad(
     refs = LeafReferences(lf, dtype, seed, exact, complex_blocks=P <= DIRECTIONAL_ABOVE)
     bars = reference_bars(refs.dtype)
     f0 = np.asarray(lf.flat(f(params)), np.float64)[0] if taylor else None
-    rows, taylor_rows, names = [], [], []
+    rows, taylor_rows, names, ladders = [], [], [], {}
     for l, path in enumerate(paths):
         tracker.leaf(l)
         size, shape = int(np.size(lf.leaves[l])), tuple(jnp.shape(lf.leaves[l]))
@@ -215,7 +221,8 @@ def check_grad(
             lf.evaluations - before, seconds,
         ))  # fmt: skip
         if taylor:
-            taylor_rows.append(_taylor_row(refs, l, path, f0, g_leaves[l]))
+            row, ladders[path] = _taylor_row(refs, l, path, f0, g_leaves[l])
+            taylor_rows.append(row)
     if order == 2:
         taylor_rows += _hvp_rows(grad_fn, params, k, (*seed, 2), paths, budget)
     name = reference_name(names)
@@ -223,7 +230,8 @@ def check_grad(
         f"check_grad: P={P}, {len(paths)} leaves, reference {name}, order={order}, "
         f"{lf.evaluations} evaluations"
     )
-    return GradCheckReport(rows + taylor_rows, name, description + held_note(held), dtype)
+    description += held_note(held)
+    return GradCheckReport(rows + taylor_rows, name, description, dtype, ladders)
 
 
 def grad_of(f: Callable) -> Callable:
@@ -238,8 +246,9 @@ class _GradOf(Keyed):
         return jax.grad(self.fn)(params)
 
 
-def _taylor_row(refs: LeafReferences, l: int, path: str, f0: float, g_leaf) -> CheckRow:
-    r"""The Taylor remainder test along the ladder's random direction :math:`v` of leaf ``l``.
+def _taylor_row(refs: LeafReferences, l: int, path: str, f0: float, g_leaf):
+    r"""The Taylor remainder test along the ladder's random direction :math:`v` of leaf ``l``:
+    its row and its :class:`~functional_nn.checking._comparison.TaylorLadder`.
 
     Both sides are taken, :math:`r(h) = \max_\pm |f(\theta \pm h v) - f(\theta) \mp h
     \langle g, v\rangle|`: for a right gradient :math:`|C_2| h^2 + |C_3| h^3`, never the
@@ -261,10 +270,11 @@ def _taylor_row(refs: LeafReferences, l: int, path: str, f0: float, g_leaf) -> C
     r = np.maximum(plus, minus)
     floor = TAYLOR_FLOOR * u * np.abs(f).max()
     keep = r > floor
-    kept_h, kept_r = hs[keep][::-1][:5], r[keep][::-1][:5]  # the smallest steps above floor
-    order = np.nan
-    if kept_h.size >= 3:  # slope of the smallest steps that rounding leaves readable
-        order = observed_order(kept_h, kept_r, floor_factor=1.0, ceiling=np.inf)
+    kept = np.flatnonzero(keep)[::-1][:5]  # the smallest steps above floor
+    order, fit = np.nan, np.zeros(hs.shape, bool)
+    if kept.size >= 3:  # slope of the smallest steps that rounding leaves readable
+        order = observed_order(hs[kept], r[kept], floor_factor=1.0, ceiling=np.inf)
+        fit[kept[order_points(hs[kept], r[kept], floor_factor=1.0, ceiling=np.inf)]] = True
     # the ladder resolves f along v when its central differences show the h^2 law somewhere
     # (f varying faster than the smallest step, sin(sinh(x)) at x = 5 in float32, never does)
     _, bar = richardson_ladder(lad.plus[:, :1].real, lad.minus[:, :1].real, hs, u)
@@ -275,11 +285,12 @@ def _taylor_row(refs: LeafReferences, l: int, path: str, f0: float, g_leaf) -> C
     else:
         error = max(0.0, 2.0 - order)
         status = "fail" if order < TAYLOR_BAR else "pass"
-    return CheckRow(
+    row = CheckRow(
         "taylor", path, (int(keep.sum()),), error, float(r.min(initial=0)), 0.0, (),
         float(order), 2.0, 2.0 - TAYLOR_BAR, status, int(status == "kink"), lad.evaluations,
         seconds,
     )  # fmt: skip
+    return row, TaylorLadder(hs, r, float(floor), fit, float(order), status)
 
 
 def _hvp_rows(grad_fn, params, k, seed, paths, budget):

@@ -45,18 +45,24 @@ def observed_order(eps, errors, floor_factor: float = 100.0, ceiling: float = 1e
     above the smallest error (so rounding is negligible) and below ``ceiling`` (so the
     expansion in ``eps`` still holds). ``nan`` with fewer than two such points.
     """
+    keep = order_points(eps, errors, floor_factor, ceiling)
+    if keep.sum() < 2:
+        return float("nan")
+    eps, errors = np.asarray(eps, float), np.asarray(errors, float)
+    slope, _ = np.polyfit(np.log10(eps[keep]), np.log10(errors[keep]), 1)
+    return float(slope)
+
+
+def order_points(eps, errors, floor_factor: float = 100.0, ceiling: float = 1e-1) -> np.ndarray:
+    """The mask of the points :func:`observed_order` fits its slope to."""
     eps, errors = np.asarray(eps, float), np.asarray(errors, float)
     best = int(np.nanargmin(errors))
-    keep = (
+    return (
         (np.arange(eps.size) > best)
         & (errors > floor_factor * errors[best])
         & (errors < ceiling)
         & (errors > 0)
     )
-    if keep.sum() < 2:
-        return float("nan")
-    slope, _ = np.polyfit(np.log10(eps[keep]), np.log10(errors[keep]), 1)
-    return float(slope)
 
 
 @highest_precision
