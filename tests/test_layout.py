@@ -26,10 +26,11 @@ equivalent_linear_map factor_table finite_difference_grad finite_difference_jaco
 finite_differences fit get_activation get_loss gradient_descent identity jacobian_chain
 jacobian_factors load load_dataset local_finite_differences mse num_params objective
 observed_order relu save sigmoid softmax softplus tanh weight_penalty""".split()
-    + ["Progress", "check_jvp"]
+    + ["Progress", "check_jvp", "TaylorLadder"]
 )
 """``functional_nn.__all__`` as users' code imports it (the names before the layout change, and
-``Progress``, what ``check_grad(callback=...)`` receives, added by issue 19)."""
+``Progress``, what ``check_grad(callback=...)`` receives, added by issue 19; ``check_jvp`` by
+issue 20; ``TaylorLadder``, what ``GradCheckReport.taylor`` holds, by issue 21)."""
 
 DOCUMENTED = {
     "functional_nn.compilation_cache": ["use_persistent_cache", "prefer_fast_compilation"],

@@ -2,7 +2,8 @@
 directions, and the front doors ``check_gradients`` (a network's gradient methods),
 ``check_grad`` (any scalar function) and ``check_vjp`` (any function's VJP).
 
-- ``_comparison.py``: per-leaf errors, ``CheckRow`` and ``GradCheckReport``.
+- ``_comparison.py``: per-leaf errors, ``CheckRow``, ``GradCheckReport`` and ``TaylorLadder``.
+- ``_taylor_plot.py``: ``GradCheckReport.plot`` (matplotlib, imported when called).
 - ``_tolerances.py``: ``TOLERANCES``, the one table of bars, and ``DIRECTIONAL_ABOVE``.
 - ``_directions.py``: random directions that are blocks of one leaf, drawn on the host.
 - ``_progress.py``: ``Progress``, what a long check tells its ``callback``.
@@ -24,6 +25,7 @@ from functional_nn.checking._comparison import (
     GradCheckReport,
     GradientMismatch,
     LeafComparison,
+    TaylorLadder,
     compare_gradients,
 )
 from functional_nn.checking._jvp_check import check_jvp
@@ -41,6 +43,7 @@ __all__ = [
     "LeafComparison",
     "Progress",
     "TOLERANCES",
+    "TaylorLadder",
     "check_grad",
     "check_gradients",
     "check_jvp",
