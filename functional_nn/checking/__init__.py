@@ -8,6 +8,7 @@ directions, and the front doors ``check_gradients`` (a network's gradient method
 - ``_directions.py``: random directions that are blocks of one leaf, drawn on the host.
 - ``_progress.py``: ``Progress``, what a long check tells its ``callback``.
 - ``_leaves.py``: what the front doors share about the trees they check.
+- ``_complex_leaves.py``: complex leaves and outputs checked as real pairs (JAX's conventions).
 - ``_references.py``: the engine's references, leaf by leaf: a derivative along directions of
   one leaf (autodiff of a custom rule's primal, the validated complex step, central
   differences with Richardson) and the shared ladder.

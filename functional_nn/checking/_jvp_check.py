@@ -33,6 +33,13 @@ from functional_nn.checking._comparison import (
     leaf_row,
     row_within,
 )
+from functional_nn.checking._complex_leaves import (
+    complex_outputs,
+    complex_view,
+    pairs,
+    through_view,
+    view_note,
+)
 from functional_nn.checking._directions import host_rng, seed_words
 from functional_nn.checking._leaves import Keyed, held_note, hold, through
 from functional_nn.checking._progress import Progress, Tracker, check_budget
@@ -72,9 +79,11 @@ def check_jvp(
     r"""Check the JVP (forward mode) of any function of any pytree, leaf by leaf.
 
     Args:
-        g: ``primals -> outputs``, pytrees of real arrays. ``jax.jvp(g)`` is checked, every
+        g: ``primals -> outputs``, pytrees of real or complex arrays. ``jax.jvp(g)`` is
+            checked, every
             ``custom_jvp`` rule inside included, unless ``jvp`` is given.
-        primals: any pytree: its float32 or float64 array leaves are checked, every other
+        primals: any pytree: its inexact array leaves are checked (complex ones as real pairs
+            (Re, Im), :mod:`~functional_nn.checking._complex_leaves`), every other
             leaf held fixed and named in the report's description.
         jvp: ``jvp(primals, tangents) -> tangents of the outputs`` (``tangents`` like the
             checked leaves of ``primals``: ``None`` at the held ones).
@@ -100,9 +109,23 @@ def check_jvp(
     jvp_user = jvp
     if held.paths:  # check the inexact-array leaves, the rest held fixed
         g, pattern, primals = through(held, g), through(held, pattern), held.tree
+        if jvp is not None:
+
+            def jvp_user(p, t):  # the user's tangents: None at the held leaves
+                return jvp(held.fill(p), held.blank(t))
+
+    check_finite_leaves(primals, "primals", where)
+    view = complex_view(primals, where)
+    complex_out = any(complex_outputs(jax.eval_shape(g, primals)))
+    if view.paths or complex_out:  # complex leaves as real pairs (Re, Im): _complex_leaves
+        g, pattern, primals = view.fn(g), through_view(view, pattern), view.tree
+        jvp_given = jvp_user
+        if jvp_given is not None:
+
+            def jvp_user(p, t):
+                return pairs(jvp_given(view.of(p), view.of(t)))
 
     dtype = check_dtype(primals, where)
-    check_finite_leaves(primals, "primals", where)
     k = check_int(k, "k", where)
     if k < 2:
         raise ValueError(f"{where}: k must be at least 2 (the sum test takes two tangents)")
@@ -111,13 +134,13 @@ def check_jvp(
     out = jax.eval_shape(g, primals)
     for leaf in jax.tree_util.tree_leaves(out):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise ValueError(f"{where}: g must return real arrays; got {leaf.dtype}")
+            raise ValueError(f"{where}: g must return real or complex arrays; got {leaf.dtype}")
 
     paths = leaf_paths(primals)
     tracker = Tracker(callback, paths)
     lf = LeafFunction(g, primals, (), pattern, budget, tracker)
     P, m = sum(int(np.size(a)) for a in lf.leaves), lf.m
-    push = _pushforward(g, lf, held, jvp_user, where)
+    push = _pushforward(g, lf, jvp_user)
     transpose = _transposed(g, lf, where)
     refs = LeafReferences(lf, dtype, seed, exact_jvps(g, lf), P <= DIRECTIONAL_ABOVE)
     bars = reference_bars(refs.dtype)
@@ -150,10 +173,10 @@ def check_jvp(
         f"check_jvp: P={P} primal entries, m={m} outputs, k={k}, reference "
         f"{reference_name(names)}, {lf.evaluations} evaluations"
     )
-    description += held_note(held)
+    description += view_note(view, complex_out) + held_note(held)
     order = {name: i for i, name in enumerate(METHODS)}
     rows.sort(key=lambda r: (order[r.method], paths.index(r.leaf)))
-    return GradCheckReport(rows, reference_name(names), description, dtype)
+    return GradCheckReport(rows, reference_name(names), description, view.dtype or dtype)
 
 
 def _chunks(n: int):
@@ -176,10 +199,10 @@ def _tangents(d: Directions, leaf) -> Callable:
     return make
 
 
-def _pushforward(g, lf: LeafFunction, held, jvp_user, where) -> Callable:
+def _pushforward(g, lf: LeafFunction, jvp_user) -> Callable:
     """``(l, V (n, *leaf shape)) -> (n, m)`` float64: the checked JVP of tangents in leaf
-    ``l`` alone (zero elsewhere), batched with ``vmap`` (a user's ``jvp`` gets one call per
-    tangent: it need not batch)."""
+    ``l`` alone (zero elsewhere), batched with ``vmap`` (a user's ``jvp``, of the checked
+    tree, gets one call per tangent: it need not batch)."""
 
     def tangent_tree(l, v):
         zeros = [jnp.zeros_like(a) for a in lf.leaves]
@@ -208,12 +231,8 @@ def _pushforward(g, lf: LeafFunction, held, jvp_user, where) -> Callable:
         push.one = lambda l, v: push(l, np.asarray(v, leaf_dtype(l))[None])[0]
         return push
 
-    def none_at_held(t):
-        return held.blank(t)
-
     def one(l, v):
-        t = none_at_held(tangent_tree(l, v))
-        return lf.flat(jvp_user(held.fill(lf.params_with(l, lf.leaves[l])), t))
+        return lf.flat(jvp_user(lf.params_with(l, lf.leaves[l]), tangent_tree(l, v)))
 
     def push(l, V):
         return np.stack([np.asarray(one(l, jnp.asarray(v)), np.float64) for v in V])

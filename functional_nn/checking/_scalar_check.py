@@ -51,6 +51,7 @@ from functional_nn.checking._comparison import (
     leaf_paths,
     row_within,
 )
+from functional_nn.checking._complex_leaves import complex_view, through_view, view_note
 from functional_nn.checking._directions import seed_words
 from functional_nn.checking._leaves import (
     Keyed,
@@ -109,12 +110,14 @@ def check_grad(
     Args:
         f: ``params -> scalar`` (real). ``jax.grad(f)`` is checked, every custom rule inside
             it included, unless ``grad`` is given.
-        params: any pytree (dicts, nested tuples, an Equinox module, ...): its float32 or
-            float64 array leaves are checked, every other leaf (a function, an integer or
-            bool array, a PRNG key, a Python number) is held fixed and named in the
-            report's description.
+        params: any pytree (dicts, nested tuples, an Equinox module, ...): its float32,
+            float64, complex64 and complex128 array leaves are checked, every other leaf (a
+            function, an integer or bool array, a PRNG key, a Python number) is held fixed
+            and named in the report's description. A complex leaf is checked as its real
+            pair (Re, Im) in a last axis of 2 (:mod:`~functional_nn.checking._complex_leaves`).
         grad: ``params -> pytree like params``, e.g. a hand-derived gradient (anything,
-            ``None`` included, at the held leaves).
+            ``None`` included, at the held leaves); at a complex leaf, JAX's convention
+            :math:`\partial f / \partial x - \mathrm{i}\, \partial f / \partial y`.
         order: 1, or 2 to also check Hessian-vector products of the gradient,
             ``jax.jvp(grad, (params,), (v,))``, against differences of the gradient along
             ``v`` (complex step where analytic).
@@ -159,19 +162,27 @@ def check_grad(
             def grad(p):
                 return held.pick(grad_user(held.fill(p)), "the gradient", where)
 
-    dtype = check_dtype(params, where)
     check_finite_leaves(params, "params", where)
+    value = jax.eval_shape(f, params)
+    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
+        raise ValueError(f"{where}: f must return a real scalar; got {value.dtype}{value.shape}"
+                         " (for vector or complex functions: check_vjp for reverse mode, "
+                         "check_jvp for forward)")  # fmt: skip
+    view = complex_view(params, where)
+    if view.paths:  # complex leaves as real pairs (Re, Im): _complex_leaves
+        f, pattern, grad_given, params = view.fn(f), through_view(view, pattern), grad, view.tree
+        if grad_given is not None:
+
+            def grad(p):
+                return view.covector(grad_given(view.of(p)), "the gradient", where)
+
+    dtype = check_dtype(params, where)
     order = check_int(order, "order", where)
     if order not in (1, 2):
         raise ValueError(f"{where}: order must be 1 or 2; got {order}")
     k = check_int(k, "k", where)
     budget = check_budget(memory_budget, where)
     seed = seed_words(0 if key is None else key)
-    value = jax.eval_shape(f, params)
-    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
-        raise ValueError(f"{where}: f must return a real scalar; got {value.dtype}{value.shape}"
-                         " (for vector functions: check_vjp for reverse mode, check_jvp for "
-                         "forward)")  # fmt: skip
     grad_fn = grad if grad is not None else grad_of(f)
     start = time.perf_counter()
     g = jax.block_until_ready(jitted(grad_fn)(params))
@@ -230,8 +241,8 @@ def check_grad(
         f"check_grad: P={P}, {len(paths)} leaves, reference {name}, order={order}, "
         f"{lf.evaluations} evaluations"
     )
-    description += held_note(held)
-    return GradCheckReport(rows + taylor_rows, name, description, dtype, ladders)
+    description += view_note(view) + held_note(held)
+    return GradCheckReport(rows + taylor_rows, name, description, view.dtype or dtype, ladders)
 
 
 def grad_of(f: Callable) -> Callable:

@@ -39,6 +39,13 @@ from functional_nn.checking._comparison import (
     leaf_row,
     row_within,
 )
+from functional_nn.checking._complex_leaves import (
+    complex_outputs,
+    complex_view,
+    output_cotangent,
+    through_view,
+    view_note,
+)
 from functional_nn.checking._directions import host_rng, seed_words
 from functional_nn.checking._leaves import (
     Keyed,
@@ -82,9 +89,11 @@ def check_vjp(
     r"""Check the VJP of any function of any pytree against its Jacobian, leaf by leaf.
 
     Args:
-        g: ``primals -> outputs``, pytrees of real arrays. ``jax.vjp(g)`` is checked, every
+        g: ``primals -> outputs``, pytrees of real or complex arrays. ``jax.vjp(g)`` is
+            checked, every
             custom rule inside included, unless ``vjp`` is given.
-        primals: any pytree: its float32 or float64 array leaves are checked, every other
+        primals: any pytree: its inexact array leaves are checked (complex ones as real pairs
+            (Re, Im), :mod:`~functional_nn.checking._complex_leaves`), every other
             leaf held fixed and named in the report's description (as in ``check_grad``).
         vjp: ``vjp(primals, cotangents) -> like primals``, ``cotangents`` shaped like the
             outputs.
@@ -114,17 +123,29 @@ def check_vjp(
             def vjp(p, ct):
                 return held.pick(vjp_user(held.fill(p), ct), "the VJP", where)
 
-    dtype = check_dtype(primals, where)
     check_finite_leaves(primals, "primals", where)
+    view = complex_view(primals, where)
+    out = jax.eval_shape(g, primals)
+    complex_out = complex_outputs(out)
+    if view.paths or any(complex_out):  # complex leaves as real pairs (Re, Im): _complex_leaves
+        g, pattern, vjp_given, primals = view.fn(g), through_view(view, pattern), vjp, view.tree
+        out_tree = jax.tree_util.tree_structure(out)
+        if vjp_given is not None:
+
+            def vjp(p, ct):
+                ct = output_cotangent(ct, complex_out, out_tree)
+                return view.covector(vjp_given(view.of(p), ct), "the VJP", where)
+
+        out = jax.eval_shape(g, primals)
+    dtype = check_dtype(primals, where)
     k = check_int(k, "k", where)
     budget = check_budget(memory_budget, where)
     seed = seed_words(0 if key is None else key)
     rng = host_rng(0 if key is None else key)
-    out = jax.eval_shape(g, primals)
     out_leaves, out_tree = jax.tree_util.tree_flatten(out)
     for leaf in out_leaves:
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise ValueError(f"{where}: g must return real arrays; got {leaf.dtype}")
+            raise ValueError(f"{where}: g must return real or complex arrays; got {leaf.dtype}")
     W = jax.tree_util.tree_unflatten(out_tree, [
         rng.standard_normal((k, *leaf.shape)).astype(leaf.dtype) for leaf in out_leaves
     ])  # fmt: skip
@@ -194,7 +215,8 @@ def check_vjp(
         f"check_vjp: P={P} primal entries, m={m} outputs, k={k}, reference {name}, "
         f"{lf.evaluations} evaluations"
     )
-    return GradCheckReport(_ordered(rows, paths), name, description + held_note(held), dtype)
+    description += view_note(view, any(complex_out)) + held_note(held)
+    return GradCheckReport(_ordered(rows, paths), name, description, view.dtype or dtype)
 
 
 def _dot_product_row(path, Wf, ref, d, A_l, tol, evaluations, seconds) -> CheckRow:

@@ -173,7 +173,7 @@ def test_logsumexp_and_softplus_fall_back_from_the_complex_step_silently():
 
 
 def test_check_vjp_bad_arguments():
-    with pytest.raises(ValueError, match="g must return real arrays"):
+    with pytest.raises(ValueError, match="g must return real or complex arrays; got bool"):
         fnn.check_vjp(lambda q: q > 0, jnp.ones(3))
     with pytest.raises(TypeError, match="another tree structure"):
         fnn.check_vjp(jnp.sin, jnp.ones(3), vjp=lambda p, w: (w,))
