@@ -73,7 +73,7 @@ from functional_nn.checking._references import (
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
 from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._eps import observed_order, order_points
-from functional_nn.differences._estimates import richardson_ladder
+from functional_nn.differences._estimates import crossed_kink, richardson_ladder
 from functional_nn.differences._steps import check_finite_leaves
 
 TAYLOR_BAR = 1.5
@@ -267,7 +267,9 @@ def _taylor_row(refs: LeafReferences, l: int, path: str, f0: float, g_leaf):
     slope is 2 (to 3) without a dip; a wrong gradient adds :math:`|\langle \nabla f - g, v
     \rangle| h`, slope 1 at small steps. A slope below :data:`JUMP_BELOW` is neither: the
     remainder does not shrink with the step, so the ladder crossed a jump of ``f`` (``floor``,
-    ``round``): the row is a ``kink``, as with a ``pattern``.
+    ``round``): the row is a ``kink``, as with a ``pattern``; so is a ladder whose smallest
+    steps cross a kink (a ReLU unit near its kink: slope 1 from the slope jump, which the
+    second differences show, :func:`~functional_nn.differences._estimates.crossed_kink`).
     """
     start = time.perf_counter()
     lad = refs.ladder(l)
@@ -289,7 +291,13 @@ def _taylor_row(refs: LeafReferences, l: int, path: str, f0: float, g_leaf):
     # the ladder resolves f along v when its central differences show the h^2 law somewhere
     # (f varying faster than the smallest step, sin(sinh(x)) at x = 5 in float32, never does)
     _, bar = richardson_ladder(lad.plus[:, :1].real, lad.minus[:, :1].real, hs, u)
-    if lad.crossed or (not np.isnan(order) and order < JUMP_BELOW):
+    # a kink crossed by the smallest steps: the second difference grows like h (a wrong
+    # gradient leaves it at h^2), and the remainder's slope 1 is the kink's, not g's
+    smallest = np.sort(kept)[-3:]
+    kinked = smallest.size == 3 and bool(crossed_kink(
+        lad.plus[smallest, :1].real, lad.minus[smallest, :1].real, np.array([f0]),
+        hs[smallest], u))  # fmt: skip
+    if lad.crossed or kinked or (not np.isnan(order) and order < JUMP_BELOW):
         status, error = "kink", 0.0
     elif np.isnan(order) or not np.isfinite(bar[0]):
         status, error = "skip", 0.0  # nothing above the rounding floor, or unresolved: no verdict

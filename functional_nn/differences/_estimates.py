@@ -96,7 +96,7 @@ def measured_noise(ts, values, u, xp=np):
     return xp.maximum(residual, u * xp.max(xp.abs(values), axis=-2))
 
 
-def richardson_ladder(plus, minus, hs, u, xp=np, noise=None):
+def richardson_ladder(plus, minus, hs, u, xp=np, noise=None, consistent=False):
     r"""The Richardson estimate of a ladder of central differences, with its error bar.
 
     Args:
@@ -105,6 +105,11 @@ def richardson_ladder(plus, minus, hs, u, xp=np, noise=None):
         u: the unit roundoff of the values' dtype.
         noise: optional ``(..., m)``: the measured noise of ``f`` (:func:`measured_noise`),
             which then sets the rounding floor.
+        consistent: also distrust (an infinite bar) an estimate that the differences at the
+            steps smaller than its own contradict: their truncation error is smaller, so
+            each must lie within :math:`|D(h_b) - R| + \text{bar} + \text{floor}` of it. A
+            ladder whose larger steps read another regime (a kink they all cross, which
+            makes them look converged on the average slope) fails this.
 
     Returns:
         ``(value, error)``, each ``(..., m)``: see the module's docstring.
@@ -130,7 +135,53 @@ def richardson_ladder(plus, minus, hs, u, xp=np, noise=None):
     best = xp.argmin(spread, axis=-2)[..., None, :]  # (..., 1, m), the interior rung
     value = xp.take_along_axis(R[..., 1:-1, :], best, axis=-2)[..., 0, :]
     error = xp.take_along_axis(spread, best, axis=-2)[..., 0, :]
+    if consistent:  # R at interior rung b + 1 is made of D[b + 1] and D[b + 2]
+        off = xp.abs(D - value[..., None, :])  # (..., J, m)
+        own = xp.take_along_axis(off, best + 1, axis=-2)  # (..., 1, m)
+        rung = xp.arange(D.shape[-2]).reshape(*([1] * (D.ndim - 2)), -1, 1)
+        smaller = rung >= best + 3
+        floors = xp.concatenate([floor[..., :1, :], floor], axis=-2)  # (..., J, m)
+        bad = smaller & (off > own + error[..., None, :] + 2 * floors)
+        error = xp.where(xp.any(bad, axis=-2), xp.inf, error)
     return value, error
+
+
+KINK_ORDER = 1.5
+r"""The second difference :math:`f(\theta + h v) + f(\theta - h v) - 2 f(\theta)` of a smooth
+``f`` shrinks like :math:`h^2` (:math:`f'' h^2`); across a kink (a slope jump :math:`\Delta`
+within the step) like :math:`h` (:math:`\Delta (h - \delta)`). Its observed order below this
+says the steps crossed a kink."""
+
+
+def crossed_kink(plus, minus, f0, hs, u, xp=np):
+    r"""Whether the steps of a ladder crossed a kink of ``f``, from its second differences.
+
+    Central differences of a kink crossed by every step read the *average* of the two slopes,
+    and change so little from rung to rung that they look converged (a ReLU unit 2e-4 from
+    its kink, float32 steps 1e-2 and larger); the second difference
+    :math:`s(h) = f(	heta + h v) + f(	heta - h v) - 2 f(	heta)` does not: it grows like
+    :math:`h` there, like :math:`h^2` for a smooth ``f``, and never involves the derivative
+    checked (a wrong gradient leaves it alone).
+
+    Args:
+        plus, minus: ``(..., J, m)`` values at :math:`	heta \pm h_j v`, steps largest first.
+        f0: ``(m,)`` or ``(..., m)``: :math:`f(	heta)`.
+        hs: ``(..., J)`` the steps; u: the unit roundoff.
+
+    Returns:
+        ``(...)`` bool: over the three smallest steps the observed order of :math:`|s|` is
+        below :data:`KINK_ORDER` for some output, :math:`|s|` standing above rounding
+        (:math:`64 u \max|f|`) at each.
+    """
+    f0 = xp.asarray(f0)[..., None, :]
+    s = xp.abs(plus + minus - 2 * f0)[..., -3:, :]  # (..., 3, m)
+    fmax = xp.maximum(xp.maximum(xp.abs(plus), xp.abs(minus)), xp.abs(f0))[..., -3:, :]
+    above = xp.all(s > 4 * ROUNDING * u * fmax, axis=-2)  # (..., m)
+    h = xp.asarray(hs)[..., -3:]
+    ratio = xp.log(h[..., -1] / h[..., 0])[..., None]  # (..., 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        order = xp.log(s[..., -1, :] / s[..., 0, :]) / ratio
+    return xp.any(above & (order < KINK_ORDER), axis=-1)
 
 
 def complex_step(imag, h, u, xp=np):

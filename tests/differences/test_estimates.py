@@ -15,6 +15,7 @@ from functional_nn.differences._estimates import (
     central,
     complex_agrees,
     complex_step,
+    crossed_kink,
     leaf_scale,
     richardson_ladder,
     rounding_floor,
@@ -215,6 +216,75 @@ def test_the_ladders_bar_covers_its_error(coefficients, x, dtype):
     assert abs(value[0] - df(xd)) <= error[0]
     scale = max(abs(df(xd)), np.abs(plus).max(), np.abs(minus).max())
     assert error[0] <= {np.float32: 1e-3, np.float64: 1e-8}[dtype] * max(scale, 1e-3)
+
+
+# -- kinks the confirming ladder crosses ---------------------------------------------------------
+
+
+def _confirm_steps(dtype, x):
+    """The ladder that confirms a failing direction: 8 eps down to eps / 4, eps = u^(1/5)."""
+    return _u(dtype) ** 0.2 * 2.0 ** np.arange(3, -3, -1) * max(1, abs(x))
+
+
+def _kinked(delta, x=0.3):
+    """A smooth part and a ReLU unit whose kink lies ``delta`` above ``x`` (slope -0.02
+    below, +0.1 above: a jump of 0.12, as in an Equinox MLP's first bias in float32)."""
+    return lambda t: 0.2 * np.sin(t) - 0.02 * t + 0.12 * np.maximum(t - (x + delta), 0)
+
+
+@given(SMOOTH, st.floats(-3, 3), st.sampled_from(DTYPES))
+def test_a_smooth_ladder_is_neither_kinked_nor_inconsistent(coefficients, x, dtype):
+    """Over the same smooth family at the confirming ladder: the consistency test never
+    distrusts what the plain ladder trusts, and the second differences show no kink."""
+    a, w, c, b, k = coefficients
+
+    def f(t):
+        return a * np.sin(w * t + c) + b * np.exp(k * t)
+
+    hs = _confirm_steps(dtype, x)
+    plus, minus, xd = _ladder(f, x, hs, dtype)
+    plain = richardson_ladder(plus, minus, hs, _u(dtype))
+    checked = richardson_ladder(plus, minus, hs, _u(dtype), consistent=True)
+    assert checked[0] == plain[0] and (checked[1] == plain[1] or not np.isfinite(plain[1][0]))
+    f0 = np.asarray([f(dtype(x))], np.float64)
+    assert not crossed_kink(plus, minus, f0, hs, _u(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_kink_every_step_crosses_reads_the_average_slope_and_the_second_differences_say_so(
+    dtype,
+):
+    """The kink 2e-4 above x: every float32 step crosses it, and the ladder, converged on the
+    average slope (0.2 cos x + 0.04), trusts it; s(h) grows like h and gives it away."""
+    x, f = 0.3, _kinked(2e-4)
+    hs = _confirm_steps(np.float32, x)
+    plus, minus, xd = _ladder(f, x, hs, dtype)
+    value, _ = richardson_ladder(plus, minus, hs, _u(dtype), consistent=True)
+    assert abs(value[0] - (0.2 * np.cos(xd) + 0.04)) < 2e-3  # the average, not -0.02 + ...
+    f0 = np.asarray([f(dtype(x))], np.float64)
+    assert crossed_kink(plus, minus, f0, hs, _u(dtype))
+    far = _kinked(1.0)  # the same unit a whole unit away: smooth at these steps
+    plus, minus, _ = _ladder(far, x, hs, dtype)
+    assert not crossed_kink(plus, minus, np.asarray([far(dtype(x))], np.float64), hs, _u(dtype))
+
+
+# f along one bias entry of an Equinox relu MLP in float32 (the research-models test), at the
+# confirming ladder: one-sided slopes (D+, D-) per step. Units flip at several distances, so
+# the larger steps agree on an average slope; the true one, -0.16637 (jax.grad), only the
+# smallest step reads.
+RELU_STEPS = np.array([0.3299, 0.1649, 0.08247, 0.04123, 0.02062, 0.01031])
+RELU_ONE_SIDED = np.array([[-0.38814, -0.00813], [-0.23259, -0.01627], [-0.19797, -0.03254],
+                           [-0.16914, -0.06507], [-0.16642, -0.13015], [-0.16640, -0.16635]])  # fmt: skip
+
+
+def test_a_ladder_whose_larger_steps_read_another_regime_is_contradicted_by_the_smaller():
+    f0 = 3.0
+    plus = (f0 + RELU_STEPS * RELU_ONE_SIDED[:, 0])[:, None]
+    minus = (f0 - RELU_STEPS * RELU_ONE_SIDED[:, 1])[:, None]
+    u = _u(np.float32)
+    value, error = richardson_ladder(plus, minus, RELU_STEPS, u)
+    assert np.isfinite(error[0]) and abs(value[0] + 0.16637) > 4 * error[0]  # trusted, wrong
+    assert richardson_ladder(plus, minus, RELU_STEPS, u, consistent=True)[1][0] == np.inf
 
 
 # -- the complex step ----------------------------------------------------------------------------
