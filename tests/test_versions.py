@@ -8,11 +8,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+PINNED_TEST = {"equinox", "flax"}  # the test extra's libraries whose floors CI pins too
 
 
 def _floors() -> dict[str, str]:
+    """The run-time floors and those of the test extra's libraries that CI pins."""
     floors = {}
-    for requirement in PROJECT["dependencies"]:
+    test = [r for r in PROJECT["optional-dependencies"]["test"] if r.split(">=")[0] in PINNED_TEST]
+    for requirement in PROJECT["dependencies"] + test:
         name, floor = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement).groups()
         floors[name.lower()] = floor
     return floors
@@ -29,7 +32,7 @@ def test_ci_pins_exactly_the_declared_floors():
             name, version = line.split("==")
             pins[name.strip().lower()] = version.strip()
     assert pins == _floors()
-    assert set(pins) == {"jax", "jaxlib", "numpy", "optax", "sympy"}
+    assert set(pins) == {"jax", "jaxlib", "numpy", "optax", "sympy"} | PINNED_TEST
 
 
 def test_the_running_versions_are_inside_the_declared_range():
