@@ -34,6 +34,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from functional_nn.checking._leaves import Bound
+
 
 def _is_complex(leaf) -> bool:
     return jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating)
@@ -60,6 +62,8 @@ class ComplexView(NamedTuple):
         fn: ``g -> g of the real view``, complex outputs returned as ``(Re, Im)`` pairs.
         covector: ``(tree-like, what, where) -> real-view-like``: a gradient or VJP at the
             complex leaves as ``(Re, -Im)`` (``TypeError`` if such a leaf is not complex).
+        token: the structure, which leaves are complex and their dtypes: the view's
+            functions are :class:`~functional_nn.checking._leaves.Bound` on it.
     """
 
     tree: Any
@@ -68,6 +72,7 @@ class ComplexView(NamedTuple):
     of: Callable
     fn: Callable
     covector: Callable
+    token: Any = None
 
 
 def complex_view(tree, where: str) -> ComplexView:
@@ -93,9 +98,10 @@ def complex_view(tree, where: str) -> ComplexView:
             out.append(jax.lax.complex(x[..., 0], x[..., 1]).astype(dt))
         return treedef.unflatten(out)
 
+    token = ("complex", treedef, tuple(mask), tuple(str(d) for d in dtypes))
+
     def fn(g):
-        inner = _real_outputs(g)
-        return lambda p, *rest: inner(of(p), *rest)
+        return Bound(g, token, lambda p, *rest: pairs(g(of(p), *rest)))
 
     def covector(c, what, at):
         xs = treedef.flatten_up_to(c)
@@ -111,7 +117,7 @@ def complex_view(tree, where: str) -> ComplexView:
         return treedef.unflatten(out)
 
     real = treedef.unflatten([_pair(a) if m else a for a, m in zip(leaves, mask, strict=True)])
-    return ComplexView(real, paths, dtype, of, fn, covector)
+    return ComplexView(real, paths, dtype, of, fn, covector, token)
 
 
 def pairs(tree):
@@ -121,7 +127,7 @@ def pairs(tree):
 
 def _real_outputs(g: Callable) -> Callable:
     """``g`` with each complex output leaf returned as its ``(Re, Im)`` pair."""
-    return lambda *args: pairs(g(*args))
+    return Bound(g, ("complex outputs",), lambda *args: pairs(g(*args)))
 
 
 def complex_outputs(out_shapes) -> list[bool]:
@@ -155,4 +161,4 @@ def through_view(view: ComplexView, fn: Callable | None) -> Callable | None:
     """``fn`` of the tree as a function of its real view (a ``pattern``); None for None."""
     if fn is None or not view.paths:
         return fn
-    return lambda p, *rest: fn(view.of(p), *rest)
+    return Bound(fn, view.token, lambda p, *rest: fn(view.of(p), *rest))

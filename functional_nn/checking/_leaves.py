@@ -40,16 +40,60 @@ def flat_float64(tree) -> np.ndarray:
 
 
 class Keyed:
-    """A callable equal to another of its class wrapping the same function (``fn``)."""
+    """A callable equal to another of its class wrapping the same function (``fn``: the same
+    object, or an equal :class:`Bound`)."""
 
     def __init__(self, fn):
         self.fn = fn
 
     def __eq__(self, other):
-        return type(other) is type(self) and other.fn is self.fn
+        return type(other) is type(self) and same_function(other.fn, self.fn)
 
     def __hash__(self):
-        return hash((type(self).__name__, id(self.fn)))
+        return hash((type(self).__name__, function_key(self.fn)))
+
+
+def same_function(a, b) -> bool:
+    """``a is b``, or two :class:`Bound` of the same function through equal views."""
+    return a is b or (type(a) is Bound and a == b)
+
+
+def function_key(fn):
+    return hash(fn) if type(fn) is Bound else id(fn)
+
+
+class Bound:
+    """``fn`` seen through a view of its argument (the held leaves put back, complex pairs
+    made complex): ``call(p, *rest)``, equal to another ``Bound`` of the same ``fn`` whose
+    view has an equal ``token``, so that a repeated check of the same model (an Equinox
+    module, its activations held) finds its compiled programs again."""
+
+    def __init__(self, fn, token, call):
+        self.fn, self.token, self.call = fn, token, call
+
+    def __call__(self, *args):
+        return self.call(*args)
+
+    def __eq__(self, other):
+        return (type(other) is Bound and same_function(other.fn, self.fn)
+                and other.token == self.token)  # fmt: skip
+
+    def __hash__(self):
+        try:
+            return hash((function_key(self.fn), self.token))
+        except TypeError:  # an unhashable static part of the tree: equal to itself only
+            return id(self)
+
+
+def leaf_token(leaf):
+    """What a held leaf contributes to a view's token: NumPy arrays (mutable) by value,
+    Python scalars by value, everything else (functions, JAX arrays, keys) by identity (the
+    view keeps it alive, so the identity stays its own)."""
+    if isinstance(leaf, np.ndarray):
+        return ("numpy", leaf.dtype.str, leaf.shape, leaf.tobytes())
+    if leaf is None or isinstance(leaf, (bool, int, float, complex, str)):
+        return ("value", type(leaf).__name__, leaf)
+    return ("object", id(leaf))
 
 
 def is_checked(leaf) -> bool:
@@ -86,6 +130,8 @@ class Held(NamedTuple):
             ``None``, zeros or anything at the held leaves, reduced to the checked ones.
         blank: ``tree-like -> the full tree``, ``None`` at the held leaves (tangents for a
             user's JVP).
+        token: what makes two splits the same (the structure, which leaves are held, and
+            each held leaf's :func:`leaf_token`): :func:`through` keys compiled programs on it.
     """
 
     tree: Any
@@ -93,6 +139,7 @@ class Held(NamedTuple):
     fill: Callable
     pick: Callable
     blank: Callable
+    token: Any = None
 
 
 def hold(tree, where: str, name: str = "params") -> Held:
@@ -130,16 +177,18 @@ def hold(tree, where: str, name: str = "params") -> Held:
         got = up_to(t, name, where)
         return unflatten([x if m else None for x, m in zip(got, mask, strict=True)])
 
+    token = (treedef, tuple(mask), tuple(leaf_token(x) for x, m in zip(leaves, mask, strict=True)
+                                         if not m))  # fmt: skip
     return Held(unflatten([x if m else HeldSlot() for x, m in zip(leaves, mask, strict=True)]),
-                held, fill, pick, blank)  # fmt: skip
+                held, fill, pick, blank, token)  # fmt: skip
 
 
 def through(held: Held, fn: Callable | None) -> Callable | None:
     """``fn`` of the full tree as a function of the checked one (its other arguments passed
-    on); ``fn`` itself where nothing is held, None for None."""
+    on), a :class:`Bound`; ``fn`` itself where nothing is held, None for None."""
     if fn is None or not held.paths:
         return fn
-    return lambda p, *rest: fn(held.fill(p), *rest)
+    return Bound(fn, held.token, lambda p, *rest: fn(held.fill(p), *rest))
 
 
 def held_note(held: Held) -> str:

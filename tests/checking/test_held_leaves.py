@@ -5,6 +5,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import functional_nn as fnn
@@ -101,3 +102,31 @@ def test_no_float_leaf_and_a_16_bit_leaf_get_errors_that_tell_the_truth():
     ) as err:
         fnn.check_grad(lambda p: jnp.sum(p.astype(jnp.float32) ** 2), jnp.ones(2, jnp.float16))
     assert "x64" not in str(err.value)  # x64 is on here: enabling it is no advice
+
+
+def test_a_repeated_check_of_the_same_tree_finds_its_compiled_programs():
+    """The held leaves are put back by a wrapper equal to the next call's (same function,
+    same structure, the same held leaves): jax.jvp's program is compiled once, not per call.
+    A held NumPy array is keyed by its value (it can change in place), a function by itself."""
+    from functional_nn.checking import _jvp_check
+    from functional_nn.checking._leaves import hold, through
+
+    p = state()
+
+    def g(q):
+        return q["act"](q["w"]) * q["n"]
+
+    fnn.check_jvp(g, p)
+    hits = _jvp_check._push_program.cache_info().hits
+    assert fnn.check_jvp(g, p).ok
+    assert _jvp_check._push_program.cache_info().hits > hits
+    same = through(hold(p, "t"), g)
+    assert same == through(hold(dict(p), "t"), g) and hash(same) == hash(through(hold(p, "t"), g))
+    assert same != through(hold(state(), "t"), g)  # a new step counter and key: JAX arrays by id
+    assert same != through(hold({**p, "act": jnp.sin}, "t"), g)  # another function held
+    assert same != through(hold(p, "t"), lambda q: g(q))  # another function checked
+    counts = {**p, "n": np.array([3])}
+    before = through(hold(counts, "t"), g)
+    assert before == through(hold({**p, "n": np.array([3])}, "t"), g)
+    counts["n"][0] = 4  # changed in place: another tree, whatever its identity
+    assert before != through(hold(counts, "t"), g)
