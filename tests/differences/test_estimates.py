@@ -273,8 +273,10 @@ def test_a_kink_every_step_crosses_reads_the_average_slope_and_the_second_differ
 # the larger steps agree on an average slope; the true one, -0.16637 (jax.grad), only the
 # smallest step reads.
 RELU_STEPS = np.array([0.3299, 0.1649, 0.08247, 0.04123, 0.02062, 0.01031])
-RELU_ONE_SIDED = np.array([[-0.38814, -0.00813], [-0.23259, -0.01627], [-0.19797, -0.03254],
-                           [-0.16914, -0.06507], [-0.16642, -0.13015], [-0.16640, -0.16635]])  # fmt: skip
+RELU_ONE_SIDED = np.array([
+    [-0.38814, -0.00813], [-0.23259, -0.01627], [-0.19797, -0.03254],
+    [-0.16914, -0.06507], [-0.16642, -0.13015], [-0.16640, -0.16635],
+])  # fmt: skip
 
 
 def test_a_ladder_whose_larger_steps_read_another_regime_is_contradicted_by_the_smaller():
