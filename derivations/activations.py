@@ -1,14 +1,14 @@
 r"""Activations (slides "Logistic regression", "Activation function"): each derivative derived
 and each identity the library relies on proved, by simplifying the difference to 0.
 
-===========  ==================================  ==================================
-activation   derived                             identity proved
-===========  ==================================  ==================================
-sigmoid      d/dz 1/(1+e^{-z})                   = sigma (1 - sigma)
-tanh         d/dz tanh z                         = 1 - tanh^2
-relu         d/dz Piecewise((z, z>0), (0, True)) = Piecewise((1, z>0), (0, True)): 0 at 0
-identity     d/dz z                              = 1
-===========  ==================================  ==================================
+===========  ====================================  ==========================================
+activation   derived                               identity proved
+===========  ====================================  ==========================================
+sigmoid      d/dz 1/(1+e^{-z})                     = sigma (1 - sigma)
+tanh         d/dz tanh z                           = 1 - tanh^2
+relu         d/dz Piecewise((z, z>0), (0, True))   = Piecewise((1, z>0), (0, True)): 0 at 0
+identity     d/dz z                                = 1
+===========  ====================================  ==========================================
 """
 
 from __future__ import annotations

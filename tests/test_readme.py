@@ -1,4 +1,5 @@
-"""The README's promises: its Quickstart, CI running the same test command, its example."""
+"""The README's promises: its Quickstart, CI running the same test command, its example, and
+the way into the docs."""
 
 import re
 import subprocess
@@ -38,17 +39,20 @@ def test_readme_example_runs_and_prints_the_slide():
     assert len(errors) == 2 and max(errors) < 1e-5  # float32: x64 is off in a fresh process
 
 
-def test_check_your_own_code_examples_run_and_say_what_the_readme_says():
-    """The section's python blocks, run in order in a fresh process (float32: x64 off)."""
-    section = re.search(r"## Check your own code\n(.*?)\n## ", README, re.S).group(1)
-    code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    ).stdout
-    failing = {
-        tuple(line.split()[:2]) for line in out.splitlines() if line.rstrip().endswith("fail")
-    }
-    assert failing == {("vjp", "['x']"), ("dot-product", "['x']")}, out
-    assert "2 FAILED" in out and "[('hvp', \"['w']\")]" in out
-    assert "[('jvp', \"['y']\")]" in out  # check_jvp names the rule's wrong argument
-    assert "True [('grad', 'kink'" in out  # the ReLU layer: kinks left out, the rest passes
+def test_readme_says_how_to_build_the_docs_and_links_into_them():
+    """The front page: one command builds the site, and its links name pages that exist (the
+    checker guide's examples, once here, run in tests/test_docs.py)."""
+    block = re.search(r"## The documentation\n.*?```bash\n(.*?)```", README, re.S)
+    assert block, "README.md must give the command that builds the docs"
+    (command,) = [line for line in block.group(1).splitlines() if line.strip()]
+    assert '".[docs]"' in command and "sphinx-build -W --keep-going -b html docs" in command
+    links = re.findall(r"\]\((docs/[^)#]+)", README)
+    assert len(links) >= 8, links
+    missing = [link for link in links if not (ROOT / link).is_file()]
+    assert not missing, missing
+
+
+def test_no_readme_section_is_longer_than_a_screen():
+    sections = re.split(r"^(?=## )", README, flags=re.M)
+    long = {s.splitlines()[0]: len(s.splitlines()) for s in sections if len(s.splitlines()) > 50}
+    assert not long, f"README sections over 50 lines (move them to docs/): {long}"

@@ -94,8 +94,8 @@ def worker_first_result(arg) -> dict:
 
 def worker_first_check(arg) -> dict:
     """:func:`first_check` with ``arg["data"]`` in a fresh process; with ``arg["fast"]`` it
-    calls ``prefer_fast_compilation()`` before any computation, as README's "Checking
-    gradients" suggests for a first check."""
+    calls ``prefer_fast_compilation()`` before any computation, as the checker guide
+    (docs/checking.md) suggests for a first check."""
     if arg["fast"]:
         prefer_fast_compilation()
     return first_check(arg["data"])
