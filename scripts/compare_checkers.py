@@ -1,7 +1,7 @@
 """Compare gradient checkers on the same functions: functional_nn's check_grad / check_vjp,
 jax.test_util.check_grads and (if installed) torch.autograd.gradcheck.
 
-Three tables:
+Four tables:
 
 1. The zoo: functions others wrote (jax.nn's sigmoid, softplus, gelu, silu, logsumexp,
    log_softmax; tanh, exp times sin, a norm, a small tanh MLP, BCE on logits), random inputs,
@@ -9,9 +9,13 @@ Three tables:
    fails (false failures), the rate of planted errors it catches (the largest gradient entry
    5% off in float32, 1% in float64, through a custom_vjp / autograd.Function), and the
    median time to a verdict.
-2. Forward mode, the same zoo: functional_nn's check_jvp against check_grads(modes=["fwd"]),
-   the errors planted through a custom_jvp tangent rule.
-3. Planted bugs, one verdict each: a sign flip of one leaf, one entry off, a transposed leaf,
+2. Forward mode, the same zoo: functional_nn's check_jvp against check_grads(modes=["fwd"])
+   and torch's gradcheck(check_forward_ad=True, check_backward_ad=False), the errors planted
+   through a custom_jvp tangent rule / an autograd.Function's jvp (bench/compare_modes.py).
+3. Complex inputs (bench/compare_modes.py): 9 functions of z in C^6, complex64 and complex128,
+   check_grad / check_vjp against check_grads and gradcheck (Wirtinger); planted: the VJP
+   conjugated (the other framework's convention), the largest entry 5% / 1% off.
+4. Planted bugs, one verdict each: a sign flip of one leaf, one entry off, a transposed leaf,
    a VJP rule right only for a unit cotangent, a misplaced stop_gradient (second order), a sign
    flip in a 10-entry leaf beside a 20,000-entry leaf whose gradient is 1e5 times larger.
 
@@ -32,6 +36,15 @@ jax.config.update("jax_enable_x64", True)  # float64 cases; float32 ones ask for
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from bench.checker_features import FEATURES  # noqa: E402
+from bench.compare_modes import (  # noqa: E402
+    forward_caption,
+    jax_planted_jvp,
+    jax_tool_fwd,
+    ours_fwd,
+    print_complex_tables,
+    torch_planted_jvp,
+    torch_tool_fwd,
+)
 from jax.test_util import check_grads  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -153,43 +166,16 @@ def torch_tool(f, x) -> bool:
         return False
 
 
-def jax_planted_jvp(f, off):
-    """``f`` through a custom_jvp whose tangent rule has the gradient's largest entry ``off``
-    too large: forward mode's counterpart of :func:`jax_planted`."""
-
-    @jax.custom_jvp
-    def h(x):
-        return f(x)
-
-    @h.defjvp
-    def h_jvp(primals, tangents):
-        (x,), (t,) = primals, tangents
-        g = jax.grad(f)(x)
-        i = jnp.argmax(jnp.abs(g))
-        return f(x), jnp.dot(g.at[i].multiply(1 + off), t)
-
-    return h
-
-
-def ours_fwd(f, x) -> bool:
-    return fnn.check_jvp(f, x).ok
-
-
-def jax_tool_fwd(f, x) -> bool:
-    try:
-        check_grads(f, (x,), order=1, modes=["fwd"])
-        return True
-    except AssertionError:
-        return False
-
-
 def forward_tools() -> dict:
-    """Forward mode: check_jvp against check_grads(modes=["fwd"]), planted through custom_jvp
-    (torch's check_forward_ad is left out: the zoo's torch twins need forward-mode formulas)."""
-    return {
+    """Forward mode: check_jvp, check_grads(modes=["fwd"]) planted through custom_jvp, and
+    torch's gradcheck(check_forward_ad=True) planted through an autograd.Function's jvp."""
+    tools = {
         "functional_nn.check_jvp": (ours_fwd, _jax_zoo(), jax_planted_jvp),
         "jax.test_util.check_grads fwd": (jax_tool_fwd, _jax_zoo(), jax_planted_jvp),
     }
+    if torch is not None:
+        tools["torch gradcheck forward AD"] = (torch_tool_fwd, _torch_zoo(), torch_planted_jvp)
+    return tools
 
 
 def zoo_table(seeds: int, tools: dict | None = None) -> list[dict]:
@@ -209,7 +195,7 @@ def zoo_table(seeds: int, tools: dict | None = None) -> list[dict]:
                 for seed in range(seeds + 1):  # seed 0 twice: its first call is the cold one
                     key = jax.random.key(max(seed - 1, 0))
                     x = np.asarray(jax.random.normal(key, (N,), dtype))
-                    x = jnp.asarray(x) if check is not torch_tool else x
+                    x = x if check in (torch_tool, torch_tool_fwd) else jnp.asarray(x)
                     start = time.perf_counter()
                     ok = check(f, x)
                     (first if seed == 0 else times).append(time.perf_counter() - start)
@@ -365,7 +351,7 @@ def main():
     console.print(t)
 
     t = Table(title=f"Forward mode, the same zoo x {args.seeds} seeds; planted through a "
-                    "custom_jvp tangent rule")  # fmt: skip
+                    "custom_jvp tangent rule / an autograd.Function's jvp")  # fmt: skip
     for col in ("checker", "f32 false failures", "f32 caught", "f64 false failures",
                 "f64 caught", "f32 first verdict", "f32 next (median)"):  # fmt: skip
         t.add_column(col)
@@ -374,7 +360,9 @@ def main():
                   f"{r['float64 false failures']:.1%}", f"{r['float64 caught']:.1%}",
                   f"{1e3 * r['float32 first s']:.0f} ms",
                   f"{1e3 * r['float32 median s']:.1f} ms")  # fmt: skip
+    t.caption = forward_caption(_torch_zoo() if torch is not None else None, N)
     console.print(t)
+    print_complex_tables(console, args.seeds, Table)
 
     for dtype in ("float32", "float64"):
         t = Table(title=f"Planted bugs ({dtype})")

@@ -4,6 +4,8 @@ FEATURES = [
     ("verdict per leaf, naming the leaf", "yes", "no (one direction, all leaves)", "per input"),
     ("step chosen from the dtype", "yes (u^(1/5), ladder)", "no (1e-4 fixed)", "no (1e-6)"),
     ("complex step, validated", "yes", "no", "no"),
+    ("complex parameters", "yes: real pairs (Re, Im), JAX's convention, central differences",
+     "complex inputs, one direction", "Wirtinger (gradcheck)"),
     ("reference's own error bar in the test", "yes (Richardson)", "no", "no"),
     ("Taylor remainder order, no step size", "yes", "no", "no"),
     ("custom_vjp at top level checked exactly", "yes (primal autodiff)", "modes=['rev']",
