@@ -15,9 +15,10 @@ from functional_nn.differences._blocks import DEFAULT_BUDGET
 
 
 class Progress(NamedTuple):
-    """Where a check is: the leaf it works on (its path, its index of ``leaves``), what it is
-    doing there (``"ladder"``, ``"complex step"``, ``"central"``) and the evaluations of
-    ``f`` made so far."""
+    """Where a check is: the leaf it works on (its path, its index of ``leaves``; for the
+    screen, the first leaf of the group it tests), what it is doing there (``"ladder"``,
+    ``"complex step"``, ``"central"``, ``"screen"``) and the evaluations of ``f`` made so far
+    (the screen's float64 ones counted apart from the leaf-by-leaf ones)."""
 
     leaf: str
     index: int

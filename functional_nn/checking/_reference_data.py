@@ -153,7 +153,7 @@ def relative_bar(ref: Reference) -> float:
     return worst / scale if scale > 0 else (np.inf if worst > 0 else 0.0)
 
 
-EXACTNESS = ("autodiff of the primal", "complex_step", "central")
+EXACTNESS = ("autodiff of the primal", "complex_step", "central (float64)", "central")
 """The references, most exact first."""
 
 
