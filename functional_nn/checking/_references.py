@@ -135,8 +135,8 @@ def jitted(fn: Callable) -> Callable:
     """``jax.jit(fn)``, one wrapper per (equal) function, so later calls reuse its program."""
     try:
         return _jit(fn)
-    except TypeError:  # unhashable: compile afresh
-        return jax.jit(fn)
+    except TypeError:  # unhashable (a callable object that sets __hash__ = None): afresh
+        return jax.jit(lambda *args: fn(*args))
 
 
 class LeafReferences:

@@ -139,9 +139,11 @@ def check_grad(
             with ``f`` evaluated in float64, and check leaf by leaf only the leaves of the
             groups that fail (:mod:`~functional_nn.checking._screen`). ``None`` (the
             default): above :data:`~functional_nn.checking._screen.SCREEN_ABOVE` parameters
-            in 4 leaves or more, where ``f`` evaluates in float64 as itself, with no
-            ``pattern`` and no custom rule at the top. A leaf that passes in a group gets a
-            ``grad`` row of its group's directional derivatives and no Taylor row.
+            in 4 leaves or more; ``True``: any tree. Either way only where ``f`` evaluates in
+            float64 as itself, with no ``pattern``, no custom rule at the top and no complex
+            leaf (the description says why not, when ``True`` was asked for); ``False``:
+            leaf by leaf. A leaf that passes in a group gets a ``grad`` row of its group's
+            directional derivatives and no Taylor row.
 
     Returns:
         :class:`~functional_nn.GradCheckReport`: rows ``grad`` (one per leaf), ``taylor``
@@ -264,6 +266,11 @@ def check_grad(
     )
     if screened is not None:
         description += screen_note(screened, paths)
+    elif screen:  # asked for and not possible: say why
+        why = ("a pattern" if pattern is not None else "a custom rule at the top"
+               if primal is not None else "complex leaves" if view.paths
+               else "f does not evaluate in float64 as itself")  # fmt: skip
+        description += f"; screen not used: {why}"
     description += view_note(view) + held_note(held)
     rows = [rows[l] for l in sorted(rows)]
     return GradCheckReport(rows + taylor_rows, name, description, view.dtype or dtype, ladders)

@@ -48,6 +48,7 @@ every leaf is checked leaf by leaf.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import NamedTuple
 
@@ -144,25 +145,21 @@ class _Line:
     direction and step."""
 
     def __init__(self, f, leaves, treedef):
-        self.f, self.treedef = f, treedef
-        self.shapes = [tuple(jnp.shape(a)) for a in leaves]
-        self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+        shapes = tuple(tuple(jnp.shape(a)) for a in leaves)
+        self.sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
         with x64():
             self.flat = _flatten(leaves)
             self.seg = _segments(tuple(self.sizes))
             self.zero = jnp.zeros_like(self.flat)
-            self.fn = jax.jit(self._at)
+            try:  # one program per f: a second check of the same f compiles nothing
+                hash(f)
+                self.fn = functools.partial(_line_at, f, treedef, shapes)
+            except TypeError:  # an f that cannot be a static argument: compiled for this check
+                self.fn = jax.jit(functools.partial(_line, f, treedef, shapes))
             out = jax.eval_shape(self.fn, self.flat, self.zero, 0.0)
         if out.shape != () or out.dtype != jnp.float64:
             raise TypeError(f"f in float64 returns {out.dtype}{out.shape}")
         self.evaluations = 0
-
-    def _at(self, flat, V, t):
-        moved, start = [], 0
-        for shape, n in zip(self.shapes, self.sizes, strict=True):
-            moved.append((flat[start : start + n] + t * V[start : start + n]).reshape(shape))
-            start += n
-        return self.f(jax.tree_util.tree_unflatten(self.treedef, moved))
 
     def __call__(self, V, t: float) -> float:
         self.evaluations += 1
@@ -175,6 +172,20 @@ class _Line:
         self.evaluations -= 1  # a check of the screen's premise, not a derivative
         self.zero = None
         return bool(np.isfinite(wide)) and abs(wide - here) <= AGREE * max(abs(wide), abs(here))
+
+
+def _line(f, treedef, shapes, flat, V, t):
+    """``f`` at ``flat + t V``, the flat vectors cut into the leaves."""
+    moved, start = [], 0
+    for shape in shapes:
+        n = math.prod(shape)
+        moved.append((flat[start : start + n] + t * V[start : start + n]).reshape(shape))
+        start += n
+    return f(jax.tree_util.tree_unflatten(treedef, moved))
+
+
+_line_at = jax.jit(_line, static_argnums=(0, 1, 2))
+""":func:`_line`, compiled once per ``f`` (equal functions share the program)."""
 
 
 @jax.jit

@@ -38,6 +38,12 @@ CHUNK = 16
 outweighs launching its ops, small enough that ladders (24 points) and ``k = 16`` directions
 split into whole chunks."""
 
+PAD_BYTES = 2**20
+"""A chunk of :data:`CHUNK` points that moves and computes at most this many bytes is cheap:
+such chunks have one size whatever the number of points, the last padded (a check of a
+small ``f`` compiled 25% fewer programs: ``JAX_LOG_COMPILES=1``, test_check_grad.py and
+test_check_vjp.py, 1,560 before, 1,162 after)."""
+
 DEFAULT_BUDGET = 256 * 2**20
 """Bytes of memory one chunk of evaluations may use (the default of the checkers'
 ``memory_budget``): a laptop's share, and on a GPU small beside its memory."""
@@ -101,15 +107,20 @@ class LeafFunction:
 
     def chunk_size(self, l: int, points: int, complex_points: bool) -> int:
         """Points per chunk for leaf ``l``: :data:`CHUNK`, or the largest power of two below
-        it that the budget holds (at least 1). One size for every call, so that each
-        primitive of ``f`` compiles once per leaf shape, not once per call."""
+        it that the budget holds (at least 1). Where a chunk is cheap (:data:`PAD_BYTES`), one
+        size for every call, so that each primitive of ``f`` compiles once per leaf shape,
+        not once per number of points; else no larger than the points (a power of two), so
+        that no chunk of an expensive ``f`` is more than half padding."""
         leaf = self.leaves[l]
         item = jnp.dtype(jnp.result_type(leaf)).itemsize * (2 if complex_points else 1)
         per_point = 3 * math.prod(jnp.shape(leaf)) * item + 2 * self._largest * (
             2 if complex_points else 1
         )
         fit = max(1, self.budget // max(per_point, 1))
-        return int(min(CHUNK, 2 ** int(math.log2(fit)), 2 ** math.ceil(math.log2(max(points, 1)))))
+        size = min(CHUNK, 2 ** int(math.log2(fit)))
+        if CHUNK * per_point <= PAD_BYTES:
+            return int(size)
+        return int(min(size, 2 ** math.ceil(math.log2(max(points, 1)))))
 
     def evaluate(self, l: int, deltas: Callable, n: int, is_complex: bool, label: str = ""):
         """``f`` at ``leaf_l + deltas(i)`` for the points ``i = 0 .. n-1``, in chunks.

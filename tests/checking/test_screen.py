@@ -130,6 +130,7 @@ def test_f_that_cannot_run_in_float64_is_checked_leaf_by_leaf():
     for f in (casts, refuses):
         report = fnn.check_grad(f, params, screen=True)
         assert report.ok and "screened" not in report.description, report.description
+        assert "screen not used: f does not evaluate in float64 as itself" in report.description
 
         def scaled(p, f=f):
             g = jax.grad(f)(p)
@@ -235,3 +236,38 @@ def test_the_screen_runs_in_float64_with_x64_off_and_leaves_it_off(tmp_path):
                          timeout=300, env=env, check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["True", "[\"['c']\"]", "False", "float32", "True"], out.stdout
+
+
+def test_a_pattern_or_a_custom_rule_at_the_top_is_checked_leaf_by_leaf_and_says_so():
+    params = _float32({n: jnp.linspace(-1, 1, 20) + i for i, n in enumerate("abcd")})
+
+    def f(p):
+        return sum(jnp.sum(jax.nn.relu(a) ** 2) for a in p.values())
+
+    kinks = fnn.check_grad(f, params, screen=True, pattern=lambda p: p["a"] > 0)
+    assert kinks.ok and "screen not used: a pattern" in kinks.description, kinks.description
+
+    @jax.custom_vjp
+    def g(p):
+        return f(p)
+
+    g.defvjp(lambda p: (f(p), p), lambda p, ct: (jax.tree_util.tree_map(
+        lambda a: ct * a, jax.grad(f)(p)),))  # fmt: skip
+    rule = fnn.check_grad(g, params, screen=True)
+    assert rule.ok and "screen not used: a custom rule at the top" in rule.description
+
+
+def test_an_unhashable_callable_is_checked_screened_and_leaf_by_leaf():
+    """A callable object that cannot be a static argument (``__hash__ = None``) is compiled
+    for its own check, screened or not."""
+    params = _float32({n: jnp.linspace(-1, 1, 30) + i for i, n in enumerate("abcd")})
+
+    class Loss:
+        __hash__ = None
+
+        def __call__(self, p):
+            return sum(jnp.sum(jnp.sin(a) ** 2) for a in p.values())
+
+    for screen in (True, False):
+        report = fnn.check_grad(Loss(), params, screen=screen, taylor=False)
+        assert report.ok and ("screened" in report.description) == screen, report.description

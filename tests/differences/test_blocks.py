@@ -132,18 +132,28 @@ def test_a_tiny_budget_gives_chunks_of_one_and_the_same_values():
         assert [len(i) for i in asked] == [1] * 7
         deltas, asked = moves(l, 7)
         v_large, _ = large.evaluate(l, deltas, 7, False)
-        assert [len(i) for i in asked] == [8]  # one chunk: 7 points, padded to 8
+        assert [len(i) for i in asked] == [CHUNK]  # a cheap f: one chunk shape, padded
         np.testing.assert_allclose(v_small, v_large, rtol=1e-14, atol=1e-15)
     assert small.evaluations == large.evaluations == 14
 
 
+def wide(p, x):
+    """``net`` through an intermediate of 12 x 20,000 float64 (1.9 MB): an expensive point."""
+    return jnp.sum(jnp.tanh(jnp.outer(p["w"].ravel(), jnp.linspace(0, 1, 20_000))) * p["b"][0])
+
+
 @given(st.integers(0, 2**28), st.integers(1, 100), st.booleans())
-def test_chunk_sizes_are_powers_of_two_up_to_CHUNK_and_no_larger_than_the_points(
+def test_chunk_sizes_are_powers_of_two_up_to_CHUNK_and_one_size_where_cheap(
     budget, points, is_complex
 ):
-    c = LeafFunction(net, PARAMS, (X,), budget_bytes=budget).chunk_size(W, points, is_complex)
+    lf = LeafFunction(net, PARAMS, (X,), budget_bytes=budget)
+    c = lf.chunk_size(W, points, is_complex)
     assert 1 <= c <= CHUNK and c & (c - 1) == 0
-    assert c < 2 * points  # no chunk is more than half padding
+    assert c == lf.chunk_size(W, 1, is_complex)  # cheap: one shape, whatever the points
+    expensive = LeafFunction(wide, PARAMS, (X,), budget_bytes=budget)
+    c = expensive.chunk_size(W, points, is_complex)
+    assert 1 <= c <= CHUNK and c & (c - 1) == 0
+    assert c < 2 * points  # an expensive f: no chunk is more than half padding
 
 
 def test_the_last_chunk_is_padded_with_its_last_point_and_padding_is_not_counted():
