@@ -150,6 +150,7 @@ class _Line:
         with x64():
             self.flat = _flatten(leaves)
             self.seg = _segments(tuple(self.sizes))
+            self.scales = _scales(self.flat, self.seg, len(leaves))
             self.zero = jnp.zeros_like(self.flat)
             try:  # one program per f: a second check of the same f compiles nothing
                 hash(f)
@@ -204,15 +205,20 @@ def _searched(ends, P: int):
     return jnp.searchsorted(ends, jnp.arange(P), side="right").astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnums=3)
-def _units(key, flat, seg, L: int):
+@functools.partial(jax.jit, static_argnums=2)
+def _scales(flat, seg, L: int):
+    """Each leaf's step scale ``(L,)``
+    (:func:`~functional_nn.differences._estimates.leaf_scale`; 1 for an empty leaf)."""
+    return leaf_scale(jnp.maximum(jax.ops.segment_max(jnp.abs(flat), seg, L), 0.0), jnp)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _units(key, seg, L: int):
     """A random direction of unit max-norm in every leaf, flat, float64 (one draw of all the
-    entries), and each leaf's step scale ``(L,)``."""
-    z = jax.random.normal(key, flat.shape, jnp.float64)
+    entries)."""
+    z = jax.random.normal(key, seg.shape, jnp.float64)
     top = jax.ops.segment_max(jnp.abs(z), seg, L)
-    top = jnp.where(top > 0, top, 1.0)
-    scales = leaf_scale(jnp.maximum(jax.ops.segment_max(jnp.abs(flat), seg, L), 0.0), jnp)
-    return z / top[seg], scales
+    return z / jnp.where(top > 0, top, 1.0)[seg]
 
 
 @functools.partial(jax.jit, static_argnums=5)
@@ -249,6 +255,7 @@ class _Bisection:
         bars = reference_bars(dtype)
         self.tol = bars["complex_step" if dtype == "float32" else "central"]
         self.h = richardson_eps(jnp.float64)
+        self.scales = np.asarray(line.scales, np.float64)  # (L,), read once
         self.rng = np.random.default_rng([*self.seed, 7])
 
     def _along(self, level: int, j: int):
@@ -256,12 +263,13 @@ class _Bisection:
         key = jax.random.key(int(word))
         line, L = self.line, len(self.g)
         with x64():
-            units, scales = _units(key, line.flat, line.seg, L)
-            C, rb = _terms(units, scales, self.g, self.u_g, line.seg, L)
-        return units, np.asarray(scales, np.float64), np.asarray(C), np.asarray(rb)
+            units = _units(key, line.seg, L)
+            C, rb = _terms(units, line.scales, self.g, self.u_g, line.seg, L)
+        return units, np.asarray(C), np.asarray(rb)
 
     def _test(self, members, along) -> _Outcome:
-        units, scales, C, rb = along
+        units, C, rb = along
+        scales = self.scales
         Cm = C[members]
         absC = np.abs(Cm)
         m = max(absC.min(), 1e-3 * np.median(absC))
@@ -308,7 +316,7 @@ class _Bisection:
     def run(self) -> Screen:
         start = time.perf_counter()
         first = self._along(0, 0)
-        C = np.abs(first[2])
+        C = np.abs(first[1])
         null = C <= NULL_BELOW * C.max(initial=0)
         suspects = [int(l) for l in np.flatnonzero(null | ~np.isfinite(C))]
         rest = np.array([l for l in np.argsort(C) if l not in set(suspects)], int)

@@ -23,10 +23,10 @@ from bench import research_models  # noqa: E402
 
 RSS_BOUND_MB = 1000
 """The resident memory a check of 2.1M parameters in 64 leaves may reach, the process and
-JAX included (measured: 420 MB leaf by leaf, 549 MB screened: float64 copies of the
+JAX included (measured: 438 MB leaf by leaf, 544 MB screened: float64 copies of the
 parameters, of a direction and of its terms, 2 cores, jax 0.10.2, the script of
-MEMORY_CHECK run by hand). The
-engine before issue 19 drew (k * L, P) = (1024, 2.1M) directions in float64: 17 GB."""
+MEMORY_CHECK run by hand, 2026-12-03). The engine before issue 19 drew (k * L, P) =
+(1024, 2.1M) directions in float64: 17 GB."""
 
 MEMORY_CHECK = textwrap.dedent(
     """
