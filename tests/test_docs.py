@@ -63,6 +63,7 @@ def test_lecture_page_prints_the_slide_and_the_collapse(tmp_path):
     assert out.rstrip().endswith("True")  # equivalent_linear_map is the network
 
 
+@pytest.mark.heavy
 def test_checking_page_examples_run_and_say_what_the_page_says(tmp_path):
     """The checker guide's examples (the README's "Check your own code" until issue 21)."""
     out = run_page("checking.md", tmp_path)

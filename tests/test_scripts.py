@@ -204,6 +204,7 @@ def test_benchmark_counts_the_flops_a_gradient_needs():
     assert gradient_flops(Network((4, 1)), batch=10) == 10 * 2 * 2 * 4
 
 
+@pytest.mark.heavy
 def test_figures_writes_the_eps_study_and_the_taylor_picture(tmp_path):
     r = _run("scripts/figures.py", "--out", str(tmp_path), "--skip-cost", "--only-eps")
     assert r.returncode == 0, r.stdout + r.stderr

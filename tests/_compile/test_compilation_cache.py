@@ -136,6 +136,7 @@ print(json.dumps({"ok": r.ok, "traced": sorted({m for m in traced if m in method
 """
 
 
+@pytest.mark.heavy
 def test_a_second_process_neither_traces_nor_compiles_the_methods(tmp_path):
     def run():
         r = subprocess.run(

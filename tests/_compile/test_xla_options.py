@@ -99,6 +99,7 @@ print("CLEAN")
 """
 
 
+@pytest.mark.heavy
 def test_unknown_names_in_the_fast_settings_give_a_clean_run(tmp_path):
     """The library's own fast settings with a flag and an option that XLA does not know: the
     check runs through; the same flag given to XLA directly ends the process."""

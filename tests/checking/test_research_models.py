@@ -304,6 +304,7 @@ def wrong_jvp(primals, tangents):  # jax.jvp's, with one weight's tangent 5% too
 CHECKS = {"vjp": (fnn.check_vjp, wrong_vjp), "jvp": (fnn.check_jvp, wrong_jvp)}
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("dtype", ["float32"])  # the harder dtype; float64 modules: above
 @pytest.mark.parametrize("mode", sorted(CHECKS))
 def test_check_vjp_and_check_jvp_with_an_equinox_module_among_the_primals(mode, dtype):

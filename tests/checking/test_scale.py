@@ -48,6 +48,7 @@ MEMORY_CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("path", ["screen", "leaf by leaf"])
 def test_a_check_of_two_million_parameters_in_64_leaves_stays_under_a_memory_bound(tmp_path, path):
     env = {"JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(tmp_path), "PATH": ""}
@@ -75,6 +76,7 @@ def transformer():
     return f, params
 
 
+@pytest.mark.heavy
 def test_a_transformers_right_gradient_passes_leaf_by_leaf(transformer):
     """Every leaf's rows, the Taylor ones included (P < SCREEN_ABOVE: leaf by leaf); several
     seeds and whole-leaf bugs of a transformer: test_screen.py."""

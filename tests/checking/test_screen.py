@@ -185,6 +185,7 @@ def test_the_screen_reads_back_only_numbers_per_leaf(transformer, host_reads):
     assert host_reads and max(host_reads) <= 17, host_reads
 
 
+@pytest.mark.heavy
 @settings(max_examples=3)
 @given(
     widths=st.lists(st.integers(2, 12), min_size=3, max_size=6),

@@ -66,6 +66,7 @@ def _call(method, net, loss, params, x, y, reduction, jit):
     return (jax.jit(f) if jit else f)(params, x, y)
 
 
+@pytest.mark.heavy
 @given(
     hidden_sizes=st.lists(st.integers(1, 8), min_size=0, max_size=4),
     D=st.integers(1, 8),

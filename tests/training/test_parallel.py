@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 PROGRAM = textwrap.dedent(
@@ -134,6 +136,7 @@ def _sharded_finite_differences_give_the_identical_gradient(result):
     assert fd["identical"], fd
 
 
+@pytest.mark.heavy
 def test_on_four_simulated_devices():
     result = _run_four_devices()
     _data_parallel_fit_gives_the_single_device_parameters(result)
@@ -143,6 +146,7 @@ def test_on_four_simulated_devices():
     _sharded_finite_differences_give_the_identical_gradient(result)
 
 
+@pytest.mark.heavy
 def test_train_script_runs_data_parallel_on_two_devices(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     r = subprocess.run(

@@ -7,10 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from sklearn.linear_model import LogisticRegression
 
 import functional_nn as fnn
 from functional_nn import Layer, Network, fit, gradient_descent, load_dataset
+
+
+def _sklearn_logreg(**kwargs):
+    """scikit-learn's solver, imported when a test asks for it (0.85 s in each worker)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(**kwargs)
+
 
 FEATURES = [1, 4, 8, 9]  # texture, smoothness, symmetry, fractal dimension: not separable
 
@@ -55,7 +62,7 @@ def test_logistic_regression_reaches_the_unpenalized_optimum_of_scikit_learn(can
     net, params, x, y = _logistic(cancer)
     trained, history = fit(net, "bce", params, x, y, optimizer=optax.adam(0.05), steps=3000,
                            chunk_size=1000)  # fmt: skip
-    ref = LogisticRegression(C=np.inf, tol=1e-12, max_iter=100_000).fit(np.asarray(x), np.ravel(y))
+    ref = _sklearn_logreg(C=np.inf, tol=1e-12, max_iter=100_000).fit(np.asarray(x), np.ravel(y))
     ours = np.concatenate([np.ravel(trained[0].W), trained[0].b])
     theirs = np.concatenate([ref.coef_.ravel(), ref.intercept_])
     np.testing.assert_allclose(ours, theirs, rtol=1e-3)
@@ -66,7 +73,7 @@ def test_weight_decay_is_the_l2_penalty_scikit_learn_calls_1_over_c(cancer):
     lam = 5.0  # sklearn minimizes ||w||^2 / 2 + C sum_n loss_n: lambda = 1 / C
     trained, _ = fit(net, "bce", params, x, y, optimizer=optax.adam(0.05), steps=3000,
                      weight_decay=lam, chunk_size=1000)  # fmt: skip
-    ref = LogisticRegression(C=1 / lam, tol=1e-12, max_iter=100_000).fit(np.asarray(x), np.ravel(y))
+    ref = _sklearn_logreg(C=1 / lam, tol=1e-12, max_iter=100_000).fit(np.asarray(x), np.ravel(y))
     ours = np.concatenate([np.ravel(trained[0].W), trained[0].b])
     theirs = np.concatenate([ref.coef_.ravel(), ref.intercept_])
     np.testing.assert_allclose(ours, theirs, rtol=1e-3)
@@ -167,8 +174,8 @@ def test_logistic_regression_matches_scikit_learn_test_accuracy(cancer):
     p, _ = fit(net, "bce", params, cancer.x_train, cancer.y_train, optax.adam(1e-2), 2000,
                weight_decay=1.0)  # fmt: skip
     ours = float(((net.apply(p, cancer.x_test) > 0.5) == (cancer.y_test > 0.5)).mean())
-    ref = LogisticRegression(max_iter=10_000).fit(np.asarray(cancer.x_train),
-                                                  np.ravel(cancer.y_train))  # fmt: skip
+    ref = _sklearn_logreg(max_iter=10_000).fit(np.asarray(cancer.x_train),
+                                               np.ravel(cancer.y_train))  # fmt: skip
     theirs = ref.score(np.asarray(cancer.x_test), np.ravel(cancer.y_test))
     assert ours >= theirs - 0.01
 
