@@ -76,7 +76,13 @@ class FiniteDifferenceResult(NamedTuple):
 
     Attributes:
         value: the gradient (a pytree like ``params``) or the Jacobian.
-        evaluations: how many times the function was evaluated.
+        evaluations: the points at which the compiled program evaluates the function
+            (padding excluded): ``P + 1``, ``2P``, ``P + 4`` (the complex step and its
+            cross-check). Each is one run of ``f``'s computation; XLA may still skip the
+            parts of it whose results are unused (the real part at a complex step), so a
+            ``jax.pure_callback`` inside ``f`` may run fewer times than this (from jax
+            0.12.1 it does), while an ``io_callback``, a side effect, runs once per
+            evaluation.
         kinks: a boolean pytree/array like ``value``: entries whose step changed the
             activation pattern (all ``False`` without a ``pattern``).
     """

@@ -39,7 +39,9 @@ def default_eps(scheme: str, dtype) -> float:
 def evaluations(scheme: str, P: int) -> int:
     """Evaluations of ``f`` a global estimate makes: ``P + 1``, ``2P`` or ``P + 4`` (the
     complex step and its cross-check,
-    :func:`~functional_nn.differences._complex.complex_step_agrees`).
+    :func:`~functional_nn.differences._complex.complex_step_agrees`): the points at which
+    the compiled estimate evaluates ``f``, each one run of its computation
+    (``tests/differences/test_finite_differences.py`` counts them with an ``io_callback``).
     """
     _check_scheme(scheme, "evaluations")
     return {"forward": P + 1, "central": 2 * P, "complex_step": P + CROSS_CHECKS}[scheme]

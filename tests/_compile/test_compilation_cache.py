@@ -343,14 +343,18 @@ def test_as_loop_keeps_a_scan_one_loop_under_inline_jits():
         steps.append(1)
         return c + 1.0, None
 
-    with inline_jits():
-        jax.make_jaxpr(lambda c: jax.lax.scan(body, c, None, length=3))(0.0)
-        unrolled = len(steps)
-        jax.make_jaxpr(lambda c: as_loop(jax.lax.scan, body, c, None, length=3))(0.0)
-    assert unrolled == 3 and len(steps) == 4  # disable_jit unrolls; as_loop traces it once
+    def primitives(jaxpr):
+        return {e.primitive.name for e in jaxpr.jaxpr.eqns}
+
+    with inline_jits():  # read from the programs, not from how often JAX calls the body
+        unrolled = jax.make_jaxpr(lambda c: jax.lax.scan(body, c, None, length=3))(0.0)
+        looped = jax.make_jaxpr(lambda c: as_loop(jax.lax.scan, body, c, None, length=3))(0.0)
+    assert "scan" not in primitives(unrolled)  # disable_jit unrolls
+    assert primitives(looped) == {"scan"}  # as_loop keeps one loop
+    steps.clear()
     with jax.disable_jit():  # a user's own: as_loop changes nothing, the loop runs in Python
         as_loop(jax.lax.scan, body, 0.0, None, length=3)
-    assert len(steps) == 7
+    assert len(steps) == 3  # one Python call per step: the loop ran, nothing traced
 
 
 def test_only_the_librarys_own_methods_with_its_own_losses_are_inlined(monkeypatch):
@@ -384,7 +388,9 @@ def test_only_the_librarys_own_methods_with_its_own_losses_are_inlined(monkeypat
     params = net.init(jax.random.key(0), jnp.float64)
     x, y = np.ones((4, 3)), np.array([[0.0], [1.0], [1.0], [0.0]])
     check_gradients(net, "bce", params, x, y, methods={"mine": mine, "backprop": backprop})
-    assert len(entered) == 2 and len(bodies) == 1  # backprop and autodiff inlined, mine not
+    # backprop and autodiff inlined, mine not: its scan traced as a loop calls the body once
+    # per trace (once from jax 0.6.2 to 0.12.1), unrolled it would call it 3 times per trace
+    assert len(entered) == 2 and 0 < len(bodies) < 3, bodies
     entered.clear()
     bodies.clear()
     mse = LOSSES["mse"]
