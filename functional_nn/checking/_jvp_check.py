@@ -43,7 +43,7 @@ from functional_nn.checking._complex_leaves import (
 from functional_nn.checking._directions import host_rng, seed_words
 from functional_nn.checking._leaves import Keyed, held_note, hold, through
 from functional_nn.checking._progress import Progress, Tracker, check_budget
-from functional_nn.checking._reference_data import failing, reference_name
+from functional_nn.checking._reference_data import failing, reference_name, refused_note
 from functional_nn.checking._references import (
     Directions,
     LeafReferences,
@@ -173,7 +173,7 @@ def check_jvp(
         f"check_jvp: P={P} primal entries, m={m} outputs, k={k}, reference "
         f"{reference_name(names)}, {lf.evaluations} evaluations"
     )
-    description += view_note(view, complex_out) + held_note(held)
+    description += refused_note(lf, paths) + view_note(view, complex_out) + held_note(held)
     order = {name: i for i, name in enumerate(METHODS)}
     rows.sort(key=lambda r: (order[r.method], paths.index(r.leaf)))
     return GradCheckReport(rows, reference_name(names), description, view.dtype or dtype)

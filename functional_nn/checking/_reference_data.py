@@ -163,3 +163,13 @@ def reference_name(names: Iterable[str]) -> str:
     complex step, another central differences). ``"-"`` for none."""
     used = set(names)
     return " + ".join(n for n in EXACTNESS if n in used) or "-"
+
+
+def refused_note(lf, paths: list[str]) -> str:
+    """The description's note on leaves where ``f`` traced at complex points and failed to run
+    there (a Pallas kernel, a callback): central differences served them instead."""
+    if not lf.refused:
+        return ""
+    where = ", ".join(paths[l] for l in sorted(lf.refused))
+    reason = next(iter(lf.refused.values()))
+    return f"; complex step refused by f ({reason}) at {where}: central differences there instead"

@@ -48,7 +48,7 @@ from functional_nn.checking._reference_data import (
     richardson_eps,
 )
 from functional_nn.checking._tolerances import TOLERANCES
-from functional_nn.differences._blocks import LeafFunction
+from functional_nn.differences._blocks import ComplexRefusedError, LeafFunction
 from functional_nn.differences._estimates import (
     central,
     complex_agrees,
@@ -254,7 +254,11 @@ class LeafReferences:
             ok = self.lf.pattern is None and self.lf.accepts_complex(l)
             if ok:
                 lad = self.ladder(l)
-                along_v = cs.value[:1] if cs is not None else self.complex(l, lad.v).value
+                try:
+                    along_v = cs.value[:1] if cs is not None else self.complex(l, lad.v).value
+                except ComplexRefusedError:  # f traced at complex points and failed to run there
+                    self._complex[l] = False
+                    return False
                 value, error = richardson_ladder(lad.plus[None], lad.minus[None], lad.hs[None],
                                                  self.u)  # fmt: skip
                 ok = lad.crossed or bool(complex_agrees(along_v, value, error,
@@ -374,9 +378,13 @@ class LeafReferences:
                     return self.complex(l, d)
             else:
                 first = d.blocks is not None and d.blocks.seed == (*self.seed, l, 1)
-                cs = self.complex(l, d)
-                if self.complex_ok(l, cs if first else None):
-                    return cs
+                try:
+                    cs = self.complex(l, d)
+                except ComplexRefusedError:  # falls back to central differences, and says so
+                    self._complex[l] = False
+                else:
+                    if self.complex_ok(l, cs if first else None):
+                        return cs
         ref = self.central(l, d)
         if (blocks_central and self.lf.pattern is None and not self.resolves(ref)
                 and self.lf.accepts_complex(l) and self.complex_ok(l)):  # fmt: skip

@@ -62,7 +62,7 @@ from functional_nn.checking._leaves import (
     through,
 )
 from functional_nn.checking._progress import Progress, Tracker, check_budget
-from functional_nn.checking._reference_data import failing, reference_name
+from functional_nn.checking._reference_data import failing, reference_name, refused_note
 from functional_nn.checking._references import (
     Directions,
     LeafReferences,
@@ -271,7 +271,7 @@ def check_grad(
                if primal is not None else "complex leaves" if view.paths
                else "f does not evaluate in float64 as itself")  # fmt: skip
         description += f"; screen not used: {why}"
-    description += view_note(view) + held_note(held)
+    description += refused_note(lf, paths) + view_note(view) + held_note(held)
     rows = [rows[l] for l in sorted(rows)]
     return GradCheckReport(rows + taylor_rows, name, description, view.dtype or dtype, ladders)
 

@@ -56,7 +56,7 @@ from functional_nn.checking._leaves import (
     through,
 )
 from functional_nn.checking._progress import Progress, Tracker, check_budget
-from functional_nn.checking._reference_data import failing, reference_name
+from functional_nn.checking._reference_data import failing, reference_name, refused_note
 from functional_nn.checking._references import (
     Directions,
     LeafReferences,
@@ -215,7 +215,7 @@ def check_vjp(
         f"check_vjp: P={P} primal entries, m={m} outputs, k={k}, reference {name}, "
         f"{lf.evaluations} evaluations"
     )
-    description += view_note(view, any(complex_out)) + held_note(held)
+    description += refused_note(lf, paths) + view_note(view, any(complex_out)) + held_note(held)
     return GradCheckReport(_ordered(rows, paths), name, description, view.dtype or dtype)
 
 

@@ -49,6 +49,12 @@ DEFAULT_BUDGET = 256 * 2**20
 ``memory_budget``): a laptop's share, and on a GPU small beside its memory."""
 
 
+class ComplexRefusedError(Exception):
+    """``f`` traced at complex points and then failed to run there (a Pallas kernel, which
+    has no complex buffers; a host callback that refuses complex arrays): the complex step
+    cannot serve that leaf. :attr:`LeafFunction.refused` keeps the reason."""
+
+
 class LeafFunction:
     """``f(params, *args)`` (any pytree of arrays out, raveled to ``(m,)``) with one leaf moved.
 
@@ -59,6 +65,8 @@ class LeafFunction:
         pattern: optional ``(params, *args) -> bool array``: whether a point changed it.
         evaluations: evaluations of ``f`` made so far (padding excluded).
         progress: optional ``(evaluations, leaf) -> None``, called after every chunk.
+        refused: ``{leaf: reason}`` for the leaves whose complex evaluation traced but
+            failed to run (:class:`ComplexRefusedError`): :meth:`accepts_complex` says no for them.
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class LeafFunction:
         self._widen: set[int] = set()  # leaves whose complex step makes every leaf complex
         self._programs: dict[tuple, Any] = {}  # (leaf, chunk, dtype, widen) -> traced points
         self.evaluations = 0
+        self.refused: dict[int, str] = {}
 
     def params_with(self, l: int, leaf, widen: bool = False) -> Any:
         """``params`` with leaf ``l`` replaced; with ``widen``, the other real floating
@@ -164,7 +173,15 @@ class LeafFunction:
                 program = jax.make_jaxpr(jax.vmap(point))(d)
                 if not widen:  # a widened program holds complex copies of every leaf
                     self._programs[key] = program
-            v, ch = jax.core.eval_jaxpr(program.jaxpr, program.consts, d)
+            if is_complex:  # traced at complex points is not run there (Pallas, callbacks)
+                try:
+                    v, ch = jax.core.eval_jaxpr(program.jaxpr, program.consts, d)
+                except Exception as error:  # noqa: BLE001 -- any failure: no complex step here
+                    self.refused[l] = f"{type(error).__name__}: {str(error)[:120]}".strip()
+                    self._programs.pop(key, None)
+                    raise ComplexRefusedError(self.refused[l]) from error
+            else:
+                v, ch = jax.core.eval_jaxpr(program.jaxpr, program.consts, d)
             values.append(np.asarray(v)[: stop - start])
             changed.append(np.asarray(ch)[: stop - start])
             self.evaluations += stop - start
@@ -183,6 +200,8 @@ class LeafFunction:
         Necessary for the complex step, not sufficient: the checkers validate it numerically
         (:func:`~functional_nn.differences._estimates.complex_agrees`) before they trust it.
         """
+        if l in self.refused:
+            return False
         leaf = self.leaves[l]
         z = jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(jnp.result_type(leaf), 1j))
         for widen in (False, True):
