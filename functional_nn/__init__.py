@@ -7,7 +7,8 @@ configuration and imports neither sympy nor any plotting or CLI library.
 
 Every public name is here, as ``fnn.NAME``; each lives in the subpackage of its idea:
 ``lecture`` (the model and its hand-written gradients), ``differences`` (finite differences),
-``checking`` (the checker), ``training`` and ``data``; ``_compile`` and ``_util`` serve them.
+``checking`` (the checker), ``program`` (reading a function's program: ``promote``),
+``training`` and ``data``; ``_compile`` and ``_util`` serve them.
 """
 
 from functional_nn.checking import (
@@ -70,11 +71,14 @@ from functional_nn.lecture import (
     softplus,
     tanh,
 )
+from functional_nn.program import CannotPromote, promote
 from functional_nn.training import History, fit, gradient_descent, weight_penalty
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CannotPromote",
+    "promote",
     "ACTIVATIONS",
     "DATASETS",
     "LOSSES",

@@ -27,6 +27,7 @@ finite_differences fit get_activation get_loss gradient_descent identity jacobia
 jacobian_factors load load_dataset local_finite_differences mse num_params objective
 observed_order relu save sigmoid softmax softplus tanh weight_penalty""".split()
     + ["Progress", "check_jvp", "TaylorLadder"]
+    + ["promote", "CannotPromote"]
 )
 """``functional_nn.__all__`` as users' code imports it (the names before the layout change, and
 ``Progress``, what ``check_grad(callback=...)`` receives, added by issue 19; ``check_jvp`` by
@@ -42,7 +43,16 @@ DOCUMENTED = {
 }
 """Module paths the README documents (and issue 18 promised to keep)."""
 
-SUBPACKAGES = ["lecture", "differences", "checking", "training", "data", "_compile", "_util"]
+SUBPACKAGES = [
+    "lecture",
+    "differences",
+    "checking",
+    "training",
+    "data",
+    "program",
+    "_compile",
+    "_util",
+]
 
 
 def _modules():

@@ -30,3 +30,22 @@ def highest_precision(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
 
     return pinned
+
+
+def x64(on: bool = True):
+    """A context in which JAX traces float64 (``jax.enable_x64(True)``; older JAX:
+    ``jax.experimental.enable_x64()``), or with ``on=False`` does not, leaving the process's
+    setting as it was. Used only around tracing and running a whole program (the screen,
+    ``promote``), never inside a traced function (jax issue 27602)."""
+    try:
+        return jax.enable_x64(on)
+    except (AttributeError, TypeError):  # pragma: no cover -- JAX before enable_x64 as a context
+        from jax.experimental import disable_x64, enable_x64
+
+        return enable_x64() if on else disable_x64()
+
+
+def traces_float64() -> bool:
+    """Whether float64 is on where this is called (the process's flag, or an ``x64()``
+    context around it): what JAX makes of a float64 request here."""
+    return jax.dtypes.canonicalize_dtype(jax.numpy.float64) == jax.numpy.float64

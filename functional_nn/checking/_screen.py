@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from functional_nn._util._precision import x64
 from functional_nn.checking._comparison import CheckRow
 from functional_nn.checking._reference_data import richardson_eps
 from functional_nn.checking._tolerances import reference_bars
@@ -102,17 +103,6 @@ class Screen(NamedTuple):
     suspects: list[int]
     groups: int
     evaluations: int
-
-
-def x64():
-    """A context in which JAX traces float64 (``jax.enable_x64(True)``; older JAX:
-    ``jax.experimental.enable_x64()``), leaving the process's setting as it was."""
-    try:
-        return jax.enable_x64(True)
-    except (AttributeError, TypeError):  # pragma: no cover -- JAX before enable_x64 as a context
-        from jax.experimental import enable_x64
-
-        return enable_x64()
 
 
 def screen_grad(f, params, value, g_leaves, dtype: str, seed: tuple, paths, tracker=None):

@@ -1,0 +1,28 @@
+"""Reading ``f``'s program, its jaxpr: one interpreter over equations that descends into the
+calls, loops, branches and custom rules, with the user's source line of each equation. It
+knows jaxprs, not verdicts: the checkers above it use it.
+
+- ``_reader.py``: tracing ``f`` to its program (held leaves kept out), the source line of an
+  equation, the floating types a program computes in, what cannot be opened.
+- ``_float64.py``: :func:`promote`, ``f`` with every floating type of its program raised to
+  float64.
+
+JAX internals this package relies on (``tests/program/test_internals.py`` patches each away
+and sees a clear :class:`CannotPromote`, never a wrong value):
+
+- ``jax.extend.core`` (``Literal``, ``Jaxpr``, ``ClosedJaxpr``): the program's equations.
+- the names of the primitives it opens, and the params it reads there: ``jit`` / ``pjit``
+  (``jaxpr``), ``closed_call`` / ``core_call`` (``call_jaxpr``), ``remat2`` / ``checkpoint``
+  (``jaxpr``, ``prevent_cse``, ``policy``), ``cond`` (``branches``), ``while``
+  (``cond_jaxpr``, ``body_jaxpr``, ``cond_nconsts``, ``body_nconsts``), ``custom_jvp_call``
+  and ``custom_vjp_call`` (``call_jaxpr``); any other primitive with a jaxpr among its params
+  (``scan``, whose params changed in jax 0.12.1, ``reduce``, a scatter) is bound again with
+  each such jaxpr raised; one with a function among its params is not opened.
+- ``jax._src.source_info_util.user_frame``: the user's line of an equation, for messages
+  (missing: "unknown line").
+"""
+
+from functional_nn.program._float64 import CannotPromote, promote
+from functional_nn.program._reader import compute_dtypes, source_line
+
+__all__ = ["CannotPromote", "compute_dtypes", "promote", "source_line"]
