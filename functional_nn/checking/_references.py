@@ -97,6 +97,14 @@ def exact_jvps(g, lf: LeafFunction):
     return exact
 
 
+def params_dtype(params: Any, where: str) -> str:
+    """The name of the params' floating dtype (float16 to float64), or a ``ValueError``."""
+    leaves = jax.tree_util.tree_leaves(params)
+    if not leaves:
+        raise ValueError(f"{where}: params has no leaves: nothing to check")
+    return jnp.dtype(jnp.result_type(*leaves)).name
+
+
 def check_dtype(params: Any, where: str) -> str:
     """The name of the params' dtype, float32 or float64, or a ``ValueError``."""
     leaves = jax.tree_util.tree_leaves(params)

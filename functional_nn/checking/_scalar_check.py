@@ -61,6 +61,7 @@ from functional_nn.checking._leaves import (
     hold,
     through,
 )
+from functional_nn.checking._precision_check import low_precision, rejudge
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name, refused_note
 from functional_nn.checking._references import (
@@ -70,7 +71,7 @@ from functional_nn.checking._references import (
     custom_primal,
     jitted,
 )
-from functional_nn.checking._screen import screen_grad, screening
+from functional_nn.checking._screen import screen_grad, screen_note, screening
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
 from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._eps import observed_order, order_points
@@ -106,6 +107,7 @@ def check_grad(
     memory_budget: int | None = None,
     callback: Callable[[Progress], None] | None = None,
     screen: bool | None = None,
+    baseline: Callable[[Any], jax.Array] | None = None,
 ) -> GradCheckReport:
     r"""Check the gradient of a scalar function of any pytree, leaf by leaf.
 
@@ -142,8 +144,17 @@ def check_grad(
             in 4 leaves or more; ``True``: any tree. Either way only where ``f`` evaluates in
             float64 as itself, with no ``pattern``, no custom rule at the top and no complex
             leaf (the description says why not, when ``True`` was asked for); ``False``:
-            leaf by leaf. A leaf that passes in a group gets a ``grad`` row of its group's
-            directional derivatives and no Taylor row.
+            leaf by leaf. A leaf passing in a group gets its group's ``grad`` row, no Taylor.
+        baseline: ``params -> scalar``, a plain implementation of the same function (the
+            attention a fused kernel replaces): a leaf passes with at most twice the error of
+            the baseline's gradient (:mod:`~functional_nn.checking._precision_check`).
+
+    Low precision: bfloat16 or float16 parameters, a program computing below its parameters'
+    precision (a bfloat16 forward of float32 ones), or a ``baseline``, are judged against the
+    same program in float64 (:func:`~functional_nn.promote`), differenced in float64; a leaf
+    fails only beyond what the program's own rounding explains (no Taylor row, no screen,
+    ``order=1``); a program that cannot be raised is refused there, with the reason. A float32
+    leaf that fails is judged so again before it fails (its steps may cross a ReLU kink).
 
     Returns:
         :class:`~functional_nn.GradCheckReport`: rows ``grad`` (one per leaf), ``taylor``
@@ -156,8 +167,7 @@ def check_grad(
     one per entry for the complex step (trees up to ``DIRECTIONAL_ABOVE`` parameters), or
     four per random direction for Richardson central differences (above): ``16 + 4 k`` per
     leaf at research scale, and 32 more for a leaf they do not resolve (the noise of ``f``
-    and two more rungs). It grows with the number of leaves and the cost of ``f``, never
-    with leaves times parameters.
+    and two more rungs). It grows with leaves and the cost of ``f``, never leaves x parameters.
 
     >>> import jax.numpy as jnp
     >>> f = lambda p: jnp.sum(jnp.sin(p["w"]) * p["b"])
@@ -189,12 +199,17 @@ def check_grad(
             def grad(p):
                 return view.covector(grad_given(view.of(p)), "the gradient", where)
 
-    dtype = check_dtype(params, where)
     order = check_int(order, "order", where)
     if order not in (1, 2):
         raise ValueError(f"{where}: order must be 1 or 2; got {order}")
     k = check_int(k, "k", where)
     budget = check_budget(memory_budget, where)
+    low = low_precision(f, params, grad, baseline, view, order, pattern=pattern, k=k, key=key,
+                        budget=budget, callback=callback, grad_of=grad_of)  # fmt: skip
+    if low is not None:  # a program in low precision: against itself in float64
+        low.description += held_note(held)
+        return low
+    dtype = check_dtype(params, where)
     seed = seed_words(0 if key is None else key)
     grad_fn = grad if grad is not None else grad_of(f)
     start = time.perf_counter()
@@ -273,15 +288,10 @@ def check_grad(
         description += f"; screen not used: {why}"
     description += refused_note(lf, paths) + view_note(view) + held_note(held)
     rows = [rows[l] for l in sorted(rows)]
-    return GradCheckReport(rows + taylor_rows, name, description, view.dtype or dtype, ladders)
-
-
-def screen_note(screened, paths) -> str:
-    """What the screen did, for the report's description."""
-    alone = ", ".join(paths[l] for l in screened.suspects) or "none"
-    return (f"; screened: {len(screened.rows)} leaves passed in {screened.groups} groups "
-            f"(float64, {screened.evaluations} evaluations, no Taylor row), checked leaf by "
-            f"leaf: {alone}")  # fmt: skip
+    report = GradCheckReport(rows + taylor_rows, name, description, view.dtype or dtype, ladders)
+    if refs.dtype == "float32" and not view.paths and order == 1 and not report.ok:
+        return rejudge(f, params, grad_fn, report, pattern=pattern, k=k, key=key, budget=budget)
+    return report
 
 
 def grad_of(f: Callable) -> Callable:
@@ -388,10 +398,3 @@ def _hvp(grad_fn, params, l, V):
         return jax.jvp(grad_fn, (params,), (jax.tree_util.tree_unflatten(treedef, t),))[1]
 
     return jax.vmap(one)(V)
-
-
-class _HVP(Keyed):
-    """``v -> jax.jvp(grad, (params,), (v,))[1]``, vmapped over a batch of tangents."""
-
-    def __call__(self, params, tangents):
-        return jax.vmap(lambda v: jax.jvp(self.fn, (params,), (v,))[1])(tangents)

@@ -347,3 +347,11 @@ def screening(screen: bool | None, P: int, L: int) -> bool:
     if screen is None:
         return P > SCREEN_ABOVE and L >= SCREEN_LEAVES
     return bool(screen)
+
+
+def screen_note(screened, paths) -> str:
+    """What the screen did, for the report's description."""
+    alone = ", ".join(paths[l] for l in screened.suspects) or "none"
+    return (f"; screened: {len(screened.rows)} leaves passed in {screened.groups} groups "
+            f"(float64, {screened.evaluations} evaluations, no Taylor row), checked leaf by "
+            f"leaf: {alone}")  # fmt: skip

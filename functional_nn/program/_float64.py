@@ -26,6 +26,7 @@ outputs raised): a kernel keeps its primal and is judged with its rule.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -99,7 +100,9 @@ def promote(f: Callable, *, like: Any = None) -> Callable:
             bfloat16 one, as the checkers pass them) and reads the program at ``like``'s.
 
     Returns:
-        ``promoted(*args)``: ``f``'s outputs, floating ones in float64. Called with concrete
+        ``promoted(*args)``: ``f``'s outputs, floating ones in float64; its attribute
+        ``at_own_dtypes`` names the equations it ran at their own dtypes (under a custom
+        rule: then the float64 program is not float64 throughout). Called with concrete
         arrays it runs inside ``jax.enable_x64`` (the process's setting untouched, one
         compiled program per argument shapes); traced (under ``jit``, ``vmap``, a checker),
         it must be traced where float64 is on already.
@@ -115,6 +118,7 @@ def promote(f: Callable, *, like: Any = None) -> Callable:
     """
     cache: dict = {}
     process_x64 = traces_float64()  # the program as the process runs it
+    own: set[str] = set()  # the equations run at their own dtypes (under a custom rule)
 
     def program(split: Split):
         dtypes = None
@@ -138,7 +142,7 @@ def promote(f: Callable, *, like: Any = None) -> Callable:
                     "(or call it with concrete arrays, which it runs inside that context)"
                 )
             closed, out_tree, _ = program(split)
-            outs = evaluate(closed, [raised(a) for a in split.arrays()])
+            outs = evaluate(closed, [raised(a) for a in split.arrays()], False, own)
             return jax.tree_util.tree_unflatten(out_tree, outs)
         closed, out_tree, _ = program(split)
         with x64():
@@ -146,6 +150,7 @@ def promote(f: Callable, *, like: Any = None) -> Callable:
             outs = run(*[raised(jnp.asarray(a)) for a in split.arrays()])
         return jax.tree_util.tree_unflatten(out_tree, outs)
 
+    promoted.at_own_dtypes = own  # type: ignore[attr-defined]
     return promoted
 
 
@@ -154,9 +159,17 @@ def _compiled(closed):
     return jax.jit(lambda *a: evaluate(closed, a))
 
 
-def evaluate(closed, args, in_rule: bool = False) -> list:
-    """Run a closed jaxpr with every floating type raised (``args`` already raised)."""
-    return _run(closed.jaxpr, closed.consts, args, in_rule)
+def evaluate(closed, args, in_rule: bool = False, own: set | None = None) -> list:
+    """Run a closed jaxpr with every floating type raised (``args`` already raised); the
+    names of equations run at their own dtypes are added to ``own``."""
+    token = _OWN.set(own if own is not None else _OWN.get())
+    try:
+        return _run(closed.jaxpr, closed.consts, args, in_rule)
+    finally:
+        _OWN.reset(token)
+
+
+_OWN: contextvars.ContextVar = contextvars.ContextVar("own", default=None)
 
 
 def _run(jaxpr, consts, args, in_rule: bool) -> list:
@@ -273,6 +286,8 @@ def _own(eqn) -> list[jax.ShapeDtypeStruct]:
 
 def _at_own_dtypes(eqn, invals):
     """An equation that cannot be raised, run at the dtypes the program gave it."""
+    if _OWN.get() is not None:
+        _OWN.get().add(f"{eqn.primitive.name} (at {source_line(eqn)})")
     low = [jnp.asarray(a).astype(s.dtype) for a, s in zip(invals, _own(eqn), strict=True)]
     outs = _bind(eqn.primitive, eqn.params, low)
     if eqn.primitive.multiple_results:

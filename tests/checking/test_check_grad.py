@@ -333,8 +333,14 @@ def test_bad_arguments_get_clear_errors():
         fnn.check_grad(lambda q: jnp.sum(q["w"]), p, grad=lambda q: (q["w"],))
     with pytest.raises(ValueError, match="order must be 1 or 2"):
         fnn.check_grad(lambda q: jnp.sum(q["w"]), p, order=3)
-    with pytest.raises(ValueError, match="float16; expected float32 or float64"):
-        fnn.check_grad(lambda q: jnp.sum(q["w"]), {"w": jnp.ones(3, jnp.float16)})
+    # float16 is checked against its program in float64 (issue 34): refused where the program
+    # cannot be raised (a bitcast reads its dtype's bits), and for a second order
+    half = {"w": jnp.ones(3, jnp.float16)}
+    bits = lambda q: jnp.sum(jax.lax.bitcast_convert_type(q["w"], jnp.int16) * 1.0)  # noqa: E731
+    with pytest.raises(ValueError, match="computes in float16, and its float64 reference cannot"):
+        fnn.check_grad(bits, half)
+    with pytest.raises(ValueError, match="order=2 of a program computing in float16"):
+        fnn.check_grad(lambda q: jnp.sum(q["w"] ** 3), half, order=2)
 
 
 def loud_and_quiet(p):
