@@ -42,6 +42,7 @@ from functional_nn.checking._complex_leaves import (
 )
 from functional_nn.checking._directions import host_rng, seed_words
 from functional_nn.checking._leaves import Keyed, held_note, hold, through
+from functional_nn.checking._precision_maps import low_precision_map
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name, refused_note
 from functional_nn.checking._references import (
@@ -94,6 +95,10 @@ def check_jvp(
         callback: called with a :class:`~functional_nn.checking._progress.Progress` after
             every batch of evaluations.
 
+    A program in bfloat16 or float16, or computing below its primals' precision, is judged
+    against itself raised to float64: one ``jvp`` row per leaf, failing only beyond the
+    program's own rounding (:mod:`~functional_nn.checking._precision_maps`).
+
     Returns:
         :class:`~functional_nn.GradCheckReport` with rows ``jvp``, ``linearity``,
         ``zero tangent``, ``vmap`` and (where ``jax.vjp(g)`` runs) ``transpose`` per leaf.
@@ -125,8 +130,25 @@ def check_jvp(
             def jvp_user(p, t):
                 return pairs(jvp_given(view.of(p), view.of(t)))
 
-    dtype = check_dtype(primals, where)
     k = check_int(k, "k", where)
+    if not view.paths and not complex_out:  # low precision: against float64
+        budget = check_budget(memory_budget, where)
+        low = low_precision_map(
+            "jvp",
+            g,
+            primals,
+            jvp_user,
+            k=k,
+            key=key,
+            pattern=pattern,
+            budget=budget,
+            callback=callback,
+            where=where,
+        )
+        if low is not None:
+            low.description += held_note(held)
+            return low
+    dtype = check_dtype(primals, where)
     if k < 2:
         raise ValueError(f"{where}: k must be at least 2 (the sum test takes two tangents)")
     budget = check_budget(memory_budget, where)

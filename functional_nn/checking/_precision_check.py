@@ -154,7 +154,7 @@ def rejudge(f, params, grad_fn, report, *, pattern, k, key, budget, where="check
     confirmed = ", ".join(sorted(set(failed) - cleared)) or "none"
     report.description += (
         f"; failing leaves judged again against the float64 program ({again.reference} in "
-        f"float64, yardstick {_spread_note('float32')}): {', '.join(failed)}; confirmed: "
+        f"float64, yardstick {spread_note('float32')}): {', '.join(failed)}; confirmed: "
         f"{confirmed}"
     )
     return report
@@ -178,22 +178,7 @@ def check_low_precision(
 ) -> GradCheckReport:
     """The rows of ``check_grad`` for ``f`` computing in ``compute`` (module docstring);
     ``only``: the leaves (indices) to check, default every leaf."""
-    like = (params,)
-    f64 = promote(f, like=like)
-    p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
-    with x64():
-        try:
-            jax.eval_shape(f64, p64)
-        except CannotPromote as error:
-            raise ValueError(
-                f"{where}: the program computes in {compute}, and its float64 reference cannot "
-                f"be made: {error}"
-            ) from None
-    if f64.at_own_dtypes:  # a kernel under a custom rule: its differences are not float64's
-        raise ValueError(
-            f"{where}: the program computes in {compute}, and its float64 reference cannot be "
-            f"made: {', '.join(sorted(f64.at_own_dtypes))} runs at its own dtypes"
-        )
+    f64, p64 = float64_of(f, params, compute, where)
     start = time.perf_counter()
     g_jit = jitted(grad_fn)
     g = [np.asarray(a, np.float64) for a in jax.tree_util.tree_leaves(g_jit(params))]
@@ -243,7 +228,7 @@ def check_low_precision(
     name = reference_name(names)
     yardstick = (f"{BASELINE_FACTOR:g} x the baseline's error + {FLOOR:g} ulp ({compute})"
                  if baseline is not None else
-                 _spread_note(compute))  # fmt: skip
+                 spread_note(compute))  # fmt: skip
     description = (
         f"{where}: P={P}, {len(paths)} leaves, parameters {dtype}, computed in {compute}; "
         f"reference {name} (float64) of the promoted program, yardstick {yardstick}; "
@@ -252,7 +237,42 @@ def check_low_precision(
     return GradCheckReport(rows, name, description, dtype, {})
 
 
-def _spread_note(compute: str) -> str:
+def float64_of(f, params, compute: str, where: str):
+    """``(promote(f), params in float64)``, or a ``ValueError`` saying why the program has no
+    float64 reference (an equation that cannot be raised, or a kernel run at its own dtypes)."""
+    f64 = promote(f, like=(params,))
+    p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
+    with x64():
+        try:
+            jax.eval_shape(f64, p64)
+        except CannotPromote as error:
+            raise ValueError(
+                f"{where}: the program computes in {compute}, and its float64 reference cannot "
+                f"be made: {error}"
+            ) from None
+    if f64.at_own_dtypes:  # a kernel under a custom rule: its differences are not float64's
+        raise ValueError(
+            f"{where}: the program computes in {compute}, and its float64 reference cannot be "
+            f"made: {', '.join(sorted(f64.at_own_dtypes))} runs at its own dtypes"
+        )
+    return f64, p64
+
+
+def nudged(params, u: float, key, n: int):
+    """``n`` copies of ``params`` with every entry moved by ``u`` of itself (random signs,
+    each copy its own), in the leaves' dtypes."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    rng = np.random.default_rng([*seed_words(0 if key is None else key), 7])
+    for _ in range(n):
+        moved = []
+        for a in leaves:
+            x = np.asarray(a, np.float64)
+            s = rng.choice([-1.0, 1.0], size=x.shape)
+            moved.append(jnp.asarray(x * (1 + u * s), jnp.result_type(a)))
+        yield jax.tree_util.tree_unflatten(treedef, moved)
+
+
+def spread_note(compute: str) -> str:
     return (f"{SPREAD_FACTOR:g} x the spread over {NUDGES} one-ulp nudges ({compute}), at least "
             f"{FLOOR:g} ulp")  # fmt: skip
 
@@ -260,17 +280,9 @@ def _spread_note(compute: str) -> str:
 def _spread(g_jit, params, g, u, key) -> list[np.ndarray]:
     """Per leaf, the largest change of the gradient over :data:`NUDGES` points whose every
     parameter moved by ``u`` of itself (random signs): the size of its rounding."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    rng = np.random.default_rng([*seed_words(0 if key is None else key), 7])
     spread = [np.zeros_like(a) for a in g]
-    for _ in range(NUDGES):
-        moved = []
-        for a in leaves:
-            x = np.asarray(a, np.float64)
-            s = rng.choice([-1.0, 1.0], size=x.shape)
-            moved.append(jnp.asarray(x * (1 + u * s), jnp.result_type(a)))
-        gr = jax.tree_util.tree_leaves(g_jit(jax.tree_util.tree_unflatten(treedef, moved)))
-        for i, a in enumerate(gr):
+    for moved in nudged(params, u, key, NUDGES):
+        for i, a in enumerate(jax.tree_util.tree_leaves(g_jit(moved))):
             spread[i] = np.maximum(spread[i], np.abs(np.asarray(a, np.float64) - g[i]))
     return spread
 

@@ -55,6 +55,7 @@ from functional_nn.checking._leaves import (
     hold,
     through,
 )
+from functional_nn.checking._precision_maps import low_precision_map
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name, refused_note
 from functional_nn.checking._references import (
@@ -104,6 +105,10 @@ def check_vjp(
         callback: called with a :class:`~functional_nn.checking._progress.Progress` after
             every batch of evaluations.
 
+    A program in bfloat16 or float16, or computing below its primals' precision, is judged
+    against itself raised to float64: one ``vjp`` row per leaf, failing only beyond the
+    program's own rounding (:mod:`~functional_nn.checking._precision_maps`).
+
     Returns:
         :class:`~functional_nn.GradCheckReport` with rows ``vjp``, ``dot-product``,
         ``zero cotangent`` and ``vmap`` per primal leaf.
@@ -137,8 +142,25 @@ def check_vjp(
                 return view.covector(vjp_given(view.of(p), ct), "the VJP", where)
 
         out = jax.eval_shape(g, primals)
-    dtype = check_dtype(primals, where)
     k = check_int(k, "k", where)
+    if not view.paths and not any(complex_out):  # low precision: against float64
+        budget = check_budget(memory_budget, where)
+        low = low_precision_map(
+            "vjp",
+            g,
+            primals,
+            vjp,
+            k=k,
+            key=key,
+            pattern=pattern,
+            budget=budget,
+            callback=callback,
+            where=where,
+        )
+        if low is not None:
+            low.description += held_note(held)
+            return low
+    dtype = check_dtype(primals, where)
     budget = check_budget(memory_budget, where)
     seed = seed_words(0 if key is None else key)
     rng = host_rng(0 if key is None else key)

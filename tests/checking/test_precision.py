@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from functional_nn import check_grad
+from functional_nn import check_grad, check_jvp, check_vjp
 
 bf16, f16, f32 = jnp.bfloat16, jnp.float16, jnp.float32
 X = np.random.default_rng(0).standard_normal((16, 8))
@@ -185,3 +185,49 @@ def test_baseline_and_order_2_are_refused_where_they_cannot_hold():
     z = {"w": jnp.ones(3, jnp.complex64)}
     with pytest.raises(ValueError, match="baseline= takes real parameters"):
         check_grad(lambda p: jnp.sum(jnp.abs(p["w"]) ** 2), z, baseline=lambda p: 0.0)
+
+
+# -- check_vjp and check_jvp in low precision ------------------------------------------------
+
+
+def tanh_rules(scale):
+    """tanh under a custom_vjp and a custom_jvp, each rule ``scale`` times right."""
+
+    @jax.custom_jvp
+    def by_jvp(z):
+        return jnp.tanh(z)
+
+    @by_jvp.defjvp
+    def by_jvp_rule(primals, tangents):
+        y = jnp.tanh(primals[0])
+        return y, scale * (1 - y * y) * tangents[0]
+
+    return scaled_tanh(scale), by_jvp
+
+
+def vector_model(compute, act):
+    x6 = X[:6, :5]
+
+    def g(p):
+        x = jnp.asarray(x6, f32).astype(compute)
+        return {"y": jnp.sin(act(x @ p["w1"].astype(compute)) @ p["w2"].astype(compute))}
+
+    return g
+
+
+def small_params(seed, dtype):
+    r = np.random.default_rng(seed)
+    return {"w1": jnp.asarray(r.standard_normal((5, 7)) / 2, dtype),
+            "w2": jnp.asarray(r.standard_normal((7, 3)) / 2, dtype)}  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype, compute, off", CASES)
+def test_vjp_and_jvp_in_low_precision_pass_right_rules_and_fail_wrong_ones(dtype, compute, off):
+    (right_vjp, right_jvp), (wrong_vjp, wrong_jvp) = tanh_rules(1.0), tanh_rules(off)
+    for seed in range(2):
+        p = small_params(seed, dtype)
+        for check, right, wrong in ((check_vjp, right_vjp, wrong_vjp),
+                                    (check_jvp, right_jvp, wrong_jvp)):  # fmt: skip
+            r = check(vector_model(compute, right), p)
+            assert r.ok and "promoted program" in r.description, r
+            assert failed(check(vector_model(compute, wrong), p)) == {"['w1']"}
