@@ -1,7 +1,7 @@
 """Compare gradient checkers on the same functions: functional_nn's check_grad / check_vjp,
 jax.test_util.check_grads and (if installed) torch.autograd.gradcheck.
 
-Four tables:
+Five tables:
 
 1. The zoo: functions others wrote (jax.nn's sigmoid, softplus, gelu, silu, logsumexp,
    log_softmax; tanh, exp times sin, a norm, a small tanh MLP, BCE on logits), random inputs,
@@ -15,12 +15,16 @@ Four tables:
 3. Complex inputs (bench/compare_modes.py): 9 functions of z in C^6, complex64 and complex128,
    check_grad / check_vjp against check_grads and gradcheck (Wirtinger); planted: the VJP
    conjugated (the other framework's convention), the largest entry 5% / 1% off.
-4. Planted bugs, one verdict each: a sign flip of one leaf, one entry off, a transposed leaf,
+4. Non-smooth and low precision (bench/compare_precision.py): a ReLU and a leaky-ReLU MLP, a
+   max-pool, abs, a hinge loss and a ReLU CNN in float32; bfloat16 and float16 parameters,
+   float32 ones computed in bfloat16, a fused bfloat16 attention against the plain one.
+5. Planted bugs, one verdict each: a sign flip of one leaf, one entry off, a transposed leaf,
    a VJP rule right only for a unit cotangent, a misplaced stop_gradient (second order), a sign
    flip in a 10-entry leaf beside a 20,000-entry leaf whose gradient is 1e5 times larger.
 
     python scripts/compare_checkers.py            # 20 seeds
     python scripts/compare_checkers.py --seeds 5  # quicker
+    python scripts/compare_checkers.py --precision  # the non-smooth and low-precision zoos
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from bench.compare_modes import (  # noqa: E402
     torch_planted_jvp,
     torch_tool_fwd,
 )
+from bench.compare_precision import print_precision_tables  # noqa: E402
 from jax.test_util import check_grads  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -324,10 +329,15 @@ def _jax_verdict(f, args, order=1) -> str:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seeds", type=int, default=20, help="random inputs per function (20)")
+    p.add_argument("--precision", action="store_true",
+                   help="only the non-smooth and low-precision zoos")  # fmt: skip
     args = p.parse_args()
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
     console = Console(width=150)
+    if args.precision:
+        print_precision_tables(console, args.seeds, Table, torch)
+        return
     t = Table(title="Features")
     for col in ("feature", "functional_nn", "jax check_grads", "torch gradcheck"):
         t.add_column(col)
@@ -363,6 +373,7 @@ def main():
     t.caption = forward_caption(_torch_zoo() if torch is not None else None, N)
     console.print(t)
     print_complex_tables(console, args.seeds, Table)
+    print_precision_tables(console, args.seeds, Table, torch)
 
     for dtype in ("float32", "float64"):
         t = Table(title=f"Planted bugs ({dtype})")

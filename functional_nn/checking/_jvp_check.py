@@ -121,7 +121,8 @@ def check_jvp(
 
     check_finite_leaves(primals, "primals", where)
     view = complex_view(primals, where)
-    complex_out = any(complex_outputs(jax.eval_shape(g, primals)))
+    program, out = jax.make_jaxpr(g, return_shape=True)(primals)  # one trace: shape, dtypes
+    complex_out = any(complex_outputs(out))
     if view.paths or complex_out:  # complex leaves as real pairs (Re, Im): _complex_leaves
         g, pattern, primals = view.fn(g), through_view(view, pattern), view.tree
         jvp_given = jvp_user
@@ -133,18 +134,8 @@ def check_jvp(
     k = check_int(k, "k", where)
     if not view.paths and not complex_out:  # low precision: against float64
         budget = check_budget(memory_budget, where)
-        low = low_precision_map(
-            "jvp",
-            g,
-            primals,
-            jvp_user,
-            k=k,
-            key=key,
-            pattern=pattern,
-            budget=budget,
-            callback=callback,
-            where=where,
-        )
+        opts = dict(k=k, key=key, pattern=pattern, budget=budget, callback=callback)
+        low = low_precision_map("jvp", g, primals, jvp_user, where=where, closed=program, **opts)
         if low is not None:
             low.description += held_note(held)
             return low

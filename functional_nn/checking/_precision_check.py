@@ -43,7 +43,7 @@ from functional_nn.checking._reference_data import Directions, failing, referenc
 from functional_nn.checking._references import LeafReferences, jitted, params_dtype
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE
 from functional_nn.differences._blocks import LeafFunction
-from functional_nn.program import CannotPromote, compute_dtypes, promote
+from functional_nn.program import CannotPromote, compute_dtypes, jaxpr_dtypes, promote
 
 LOW = ("bfloat16", "float16")
 """Parameter dtypes that only this path checks (no finite difference of the program itself
@@ -67,11 +67,11 @@ def lowest(dtypes) -> str:
     return max(dtypes, key=lambda d: float(jnp.finfo(d).eps))
 
 
-def precision_of(f, params, dtype: str) -> str:
+def precision_of(f, params, dtype: str, closed=None) -> str:
     """The least precise floating type ``f``'s program computes in at ``params`` (its
-    parameters' ``dtype`` included)."""
+    parameters' ``dtype`` included); ``closed``: its program, when the caller traced it."""
     try:
-        found = compute_dtypes(f, params)
+        found = jaxpr_dtypes(closed) if closed is not None else compute_dtypes(f, params)
     except Exception:  # noqa: BLE001 -- a program that cannot be read: its parameters' dtype
         found = set()
     real = {d for d in found if jnp.issubdtype(d, jnp.floating)}
@@ -84,15 +84,15 @@ def applies(dtype: str, compute: str, baseline) -> bool:
     return baseline is not None or dtype in LOW or compute != dtype
 
 
-def low_precision(f, params, grad, baseline, view, order, *, pattern, k, key, budget, callback,
-                  grad_of, where="check_grad"):  # fmt: skip
+def low_precision(f, params, grad, baseline, view, order, grad_of, closed=None, *, pattern, k,
+                  key, budget, callback, where="check_grad"):  # fmt: skip
     """``check_grad``'s report where this path applies (:func:`applies`), else None."""
     if view.paths:
         if baseline is not None:
             raise ValueError(f"{where}: baseline= takes real parameters; these are complex")
         return None
     own = params_dtype(params, where)
-    compute = precision_of(f, params, own)
+    compute = precision_of(f, params, own, closed)
     if not applies(own, compute, baseline):
         return None
     if order != 1:

@@ -41,12 +41,13 @@ FULL_UP_TO = 1_000_000
 """Entries of the Jacobian up to which every primal entry is a direction (as the checkers)."""
 
 
-def low_precision_map(mode, g, primals, user, *, k, key, pattern, budget, callback, where):
+def low_precision_map(mode, g, primals, user, *, k, key, pattern, budget, callback, where,
+                      closed=None):  # fmt: skip
     """The report of ``check_vjp`` (``mode="vjp"``, ``user``: ``vjp(primals, ct)``) or
     ``check_jvp`` (``"jvp"``, ``user``: ``jvp(primals, tangents)``) for a program in low
     precision, or None where this path does not apply (:func:`applies`)."""
     own = params_dtype(primals, where)
-    compute = precision_of(g, primals, own)
+    compute = precision_of(g, primals, own, closed)
     if not applies(own, compute, None):
         return None
     g64, p64 = float64_of(g, primals, compute, where)

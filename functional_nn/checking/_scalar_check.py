@@ -186,7 +186,7 @@ def check_grad(
                 return held.pick(grad_user(held.fill(p)), "the gradient", where)
 
     check_finite_leaves(params, "params", where)
-    value = jax.eval_shape(f, params)
+    program, value = jax.make_jaxpr(f, return_shape=True)(params)  # one trace: shape, dtypes
     if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
         raise ValueError(f"{where}: f must return a real scalar; got {value.dtype}{value.shape}"
                          " (for vector or complex functions: check_vjp for reverse mode, "
@@ -204,8 +204,8 @@ def check_grad(
         raise ValueError(f"{where}: order must be 1 or 2; got {order}")
     k = check_int(k, "k", where)
     budget = check_budget(memory_budget, where)
-    low = low_precision(f, params, grad, baseline, view, order, pattern=pattern, k=k, key=key,
-                        budget=budget, callback=callback, grad_of=grad_of)  # fmt: skip
+    opts = dict(pattern=pattern, k=k, key=key, budget=budget, callback=callback)
+    low = low_precision(f, params, grad, baseline, view, order, grad_of, program, **opts)
     if low is not None:  # a program in low precision: against itself in float64
         low.description += held_note(held)
         return low

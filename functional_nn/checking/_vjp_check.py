@@ -130,7 +130,7 @@ def check_vjp(
 
     check_finite_leaves(primals, "primals", where)
     view = complex_view(primals, where)
-    out = jax.eval_shape(g, primals)
+    program, out = jax.make_jaxpr(g, return_shape=True)(primals)  # one trace: shape, dtypes
     complex_out = complex_outputs(out)
     if view.paths or any(complex_out):  # complex leaves as real pairs (Re, Im): _complex_leaves
         g, pattern, vjp_given, primals = view.fn(g), through_view(view, pattern), vjp, view.tree
@@ -145,18 +145,8 @@ def check_vjp(
     k = check_int(k, "k", where)
     if not view.paths and not any(complex_out):  # low precision: against float64
         budget = check_budget(memory_budget, where)
-        low = low_precision_map(
-            "vjp",
-            g,
-            primals,
-            vjp,
-            k=k,
-            key=key,
-            pattern=pattern,
-            budget=budget,
-            callback=callback,
-            where=where,
-        )
+        opts = dict(k=k, key=key, pattern=pattern, budget=budget, callback=callback)
+        low = low_precision_map("vjp", g, primals, vjp, where=where, closed=program, **opts)
         if low is not None:
             low.description += held_note(held)
             return low

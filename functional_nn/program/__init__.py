@@ -23,6 +23,6 @@ and sees a clear :class:`CannotPromote`, never a wrong value):
 """
 
 from functional_nn.program._float64 import CannotPromote, promote
-from functional_nn.program._reader import compute_dtypes, source_line
+from functional_nn.program._reader import compute_dtypes, jaxpr_dtypes, source_line
 
-__all__ = ["CannotPromote", "compute_dtypes", "promote", "source_line"]
+__all__ = ["CannotPromote", "compute_dtypes", "jaxpr_dtypes", "promote", "source_line"]

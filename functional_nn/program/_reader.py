@@ -111,7 +111,11 @@ def compute_dtypes(f: Callable, *args) -> set[str]:
     >>> sorted(compute_dtypes(lambda w: jnp.sum(w.astype(jnp.bfloat16) ** 2), w))
     ['bfloat16', 'float32']
     """
-    closed, _ = trace(f, Split(args))
+    return jaxpr_dtypes(trace(f, Split(args))[0])
+
+
+def jaxpr_dtypes(closed) -> set[str]:
+    """:func:`compute_dtypes` of a program already traced (a closed jaxpr)."""
     found = set()
     for v in closed.jaxpr.invars:
         found.add(np.dtype(v.aval.dtype).name)
