@@ -10,7 +10,8 @@ program's own rounding explains, the **yardstick**, one of:
 
 - **the spread** (default): the gradient computed again at :data:`NUDGES` points whose every
   parameter is moved by one unit in the last place of the lowest precision the program
-  computes in (random signs). Rounding is chaotic, so the spread of those gradients is the
+  computes in (random signs; half a unit where the parameters are stored wider and rounded
+  to it inside, :func:`nudge`). Rounding is chaotic, so the spread of those gradients is the
   size of the program's rounding error; the bar of an entry is :data:`SPREAD_FACTOR` times the
   spread along each direction, and never less than :data:`FLOOR` units in the last place of
   the candidate along it (:math:`F u \sum_i |v_i g_i|`: rounding that no nudge moves, such
@@ -184,7 +185,7 @@ def check_low_precision(
     g = [np.asarray(a, np.float64) for a in jax.tree_util.tree_leaves(g_jit(params))]
     seconds = time.perf_counter() - start
     u = float(jnp.finfo(compute).eps)
-    spread = _spread(g_jit, params, g, u, key) if baseline is None else None
+    spread = _spread(g_jit, params, g, nudge(dtype, compute), key) if baseline is None else None
     base = None
     if baseline is not None:
         gb = jitted(jax.grad(baseline))(params)
@@ -256,6 +257,15 @@ def float64_of(f, params, compute: str, where: str):
             f"made: {', '.join(sorted(f64.at_own_dtypes))} runs at its own dtypes"
         )
     return f64, p64
+
+
+def nudge(dtype: str, compute: str) -> float:
+    """The relative move of every parameter for the spread: one unit in the last place of
+    ``compute`` (its epsilon) where the parameters are stored in it, so that each moves to a
+    neighbour; half of it where they are stored wider and rounded to ``compute`` inside (mixed
+    precision), the most that rounding moves them."""
+    u = float(jnp.finfo(compute).eps)
+    return u if jnp.finfo(dtype).eps >= jnp.finfo(compute).eps else u / 2
 
 
 def nudged(params, u: float, key, n: int):

@@ -27,6 +27,7 @@ from functional_nn.checking._precision_check import (
     SPREAD_FACTOR,
     applies,
     float64_of,
+    nudge,
     nudged,
     precision_of,
     spread_note,
@@ -84,7 +85,7 @@ def low_precision_map(mode, g, primals, user, *, k, key, pattern, budget, callba
             )
         else:  # J v: (n, m)
             value, err, mag = ref.value, ref.error, np.abs(ref.value)
-        cand, spread = _with_spread(cand_fn, primals, l, d, u, key, mode)
+        cand, spread = _with_spread(cand_fn, primals, l, d, nudge(own, compute), key, mode)
         bar = err + np.maximum(SPREAD_FACTOR * spread, FLOOR * u * np.maximum(mag, np.abs(cand)))
         keep = None if ref.crossed is None else ~ref.crossed
         if mode == "vjp":
