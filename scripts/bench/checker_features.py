@@ -17,4 +17,6 @@ FEATURES = [
     ("second order", "order=2 (HVP)", "order=2", "gradgradcheck"),
     ("kinks (pattern=)", "yes", "no", "no"),
     ("float32 without false failures", "yes", "mostly", "no (use float64)"),
+    ("bfloat16, float16, mixed precision: against the program in float64",
+     "yes (promote; rounding yardstick; baseline=)", "no", "no"),
 ]  # fmt: skip
