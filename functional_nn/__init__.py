@@ -14,9 +14,11 @@ Every public name is here, as ``fnn.NAME``; each lives in the subpackage of its 
 from functional_nn.checking import (
     TOLERANCES,
     CheckRow,
+    Culprit,
     GradCheckReport,
     GradientMismatch,
     LeafComparison,
+    LocateReport,
     Progress,
     TaylorLadder,
     check_grad,
@@ -25,6 +27,7 @@ from functional_nn.checking import (
     check_vjp,
     compare_gradients,
     default_methods,
+    locate,
 )
 from functional_nn.data import DATASETS, Dataset, load, load_dataset, save
 from functional_nn.differences import (
@@ -78,6 +81,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CannotPromote",
+    "Culprit",
+    "LocateReport",
+    "locate",
     "promote",
     "ACTIVATIONS",
     "DATASETS",

@@ -46,7 +46,7 @@ def run_page(name: str, tmp_path: Path, env: dict | None = None) -> str:
 
 # -- every example of every page runs in one of the tests below ----------------------------------
 
-RUN = {"lecture.md", "checking.md", "training.md", "devices.md"}
+RUN = {"lecture.md", "checking.md", "locate.md", "training.md", "devices.md"}
 
 
 def test_every_page_with_python_examples_has_them_run():
@@ -82,6 +82,16 @@ def test_checking_page_examples_run_and_say_what_the_page_says(tmp_path):
     assert "True check_grad: P=12, 1 leaves, parameters float32, computed in bfloat16" in out
     assert ("reference central (float64) of the promoted program, yardstick 4 x the spread "
             "over 4 one-ulp nudges (bfloat16), at least 4 ulp") in out  # fmt: skip
+
+
+def test_locate_page_names_the_rule_its_argument_and_its_lines(tmp_path):
+    """The page's model: check_grad fails three leaves and names scaled_tanh alone, at the
+    lines the page's text block shows (the code runs as ``<string>``, the page says model.py)."""
+    out = run_page("locate.md", tmp_path)
+    page = (DOCS / "locate.md").read_text()
+    culprit = re.search(r"  (scaled_tanh \(custom_vjp.*)", page).group(1)
+    assert culprit.replace("model.py", "<string>") in out, out
+    assert "3 FAILED" in out and out.count("(custom_vjp, reverse)") == 1
 
 
 def test_training_page_trains_saves_and_loads(tmp_path):

@@ -28,10 +28,12 @@ jacobian_factors load load_dataset local_finite_differences mse num_params objec
 observed_order relu save sigmoid softmax softplus tanh weight_penalty""".split()
     + ["Progress", "check_jvp", "TaylorLadder"]
     + ["promote", "CannotPromote"]
+    + ["locate", "LocateReport", "Culprit"]
 )
 """``functional_nn.__all__`` as users' code imports it (the names before the layout change, and
 ``Progress``, what ``check_grad(callback=...)`` receives, added by issue 19; ``check_jvp`` by
-issue 20; ``TaylorLadder``, what ``GradCheckReport.taylor`` holds, by issue 21)."""
+issue 20; ``TaylorLadder``, what ``GradCheckReport.taylor`` holds, by issue 21; ``promote`` and
+``CannotPromote`` by issue 34; ``locate`` and its report by issue 35)."""
 
 DOCUMENTED = {
     "functional_nn.compilation_cache": ["use_persistent_cache", "prefer_fast_compilation"],

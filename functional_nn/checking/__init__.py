@@ -14,6 +14,8 @@ directions, and the front doors ``check_gradients`` (a network's gradient method
   differences with Richardson) and the shared ladder.
 - ``_reference_data.py``: what they are made of (``Directions``, ``Reference``, ``Ladder``),
   when central differences resolve a leaf, and the reference name a report gives.
+- ``_locator.py``: ``locate``, which rule inside a program makes its gradient wrong, and
+  ``locating``, which makes every failing front door name it.
 - ``_programs.py``: ``check_gradients``' compiled method programs.
 - ``_network_check.py``, ``_scalar_check.py``, ``_vjp_check.py``, ``_jvp_check.py``: the four
   front doors, which import the engine and never each other.
@@ -30,6 +32,7 @@ from functional_nn.checking._comparison import (
     compare_gradients,
 )
 from functional_nn.checking._jvp_check import check_jvp
+from functional_nn.checking._locator import Culprit, LocateReport, locate
 from functional_nn.checking._network_check import check_gradients, default_methods
 from functional_nn.checking._progress import Progress
 from functional_nn.checking._scalar_check import check_grad
@@ -38,10 +41,12 @@ from functional_nn.checking._vjp_check import check_vjp
 
 __all__ = [
     "CheckRow",
+    "Culprit",
     "DIRECTIONAL_ABOVE",
     "GradCheckReport",
     "GradientMismatch",
     "LeafComparison",
+    "LocateReport",
     "Progress",
     "TOLERANCES",
     "TaylorLadder",
@@ -51,4 +56,5 @@ __all__ = [
     "check_vjp",
     "compare_gradients",
     "default_methods",
+    "locate",
 ]

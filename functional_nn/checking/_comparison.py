@@ -212,6 +212,9 @@ class GradCheckReport:
         dtype: the dtype of the parameters.
         taylor: the Taylor ladder of each leaf (path -> :class:`TaylorLadder`), kept by
             :func:`~functional_nn.check_grad`; empty for the other checks.
+        located: for a failing ``check_grad``, ``check_vjp`` or ``check_jvp``, the
+            :class:`~functional_nn.LocateReport` of :func:`~functional_nn.locate` on the
+            function (which rule, which argument, which line); ``None`` otherwise.
     """
 
     rows: list[CheckRow]
@@ -219,6 +222,7 @@ class GradCheckReport:
     description: str = ""
     dtype: str = ""
     taylor: dict[str, TaylorLadder] = field(default_factory=dict)
+    located: Any = None
 
     @property
     def ok(self) -> bool:
@@ -260,6 +264,7 @@ class GradCheckReport:
             "reference": self.reference,
             "ok": self.ok,
             "rows": self.as_dicts(),
+            "located": None if self.located is None else json.loads(self.located.to_json()),
             "taylor": {
                 path: {**t._asdict(), "h": t.h.tolist(), "r": t.r.tolist(), "fit": t.fit.tolist()}
                 for path, t in self.taylor.items()
@@ -316,7 +321,7 @@ class GradCheckReport:
             title += f": {self.description}"
         verdict = "OK" if self.ok else f"{len(self.failures)} FAILED"
         body = [fmt.format(*head).rstrip()] + [fmt.format(*line).rstrip() for line in lines]
-        return "\n".join([title, *body, verdict])
+        return "\n".join([title, *body, verdict, *_located_lines(self.located)])
 
     def raise_if_failed(self) -> GradCheckReport:
         """Raise :class:`GradientMismatch` with the table if any row failed; else ``self``."""
@@ -324,6 +329,16 @@ class GradCheckReport:
             failed = ", ".join(f"{r.method} {r.leaf}" for r in self.failures)
             raise GradientMismatch(f"gradients disagree ({failed}):\n{self}")
         return self
+
+
+def _located_lines(located) -> list[str]:
+    """What a failing report says of :func:`~functional_nn.locate`'s answer."""
+    if located is None:
+        return []
+    if located.ok:
+        return [f"located: no culprit among the units ({located.description})"]
+    return ["located (the rule whose derivative is wrong at these values):",
+            *(f"  {c}" for c in located.culprits)]  # fmt: skip
 
 
 def _fmt(v) -> str:

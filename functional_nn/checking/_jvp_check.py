@@ -42,6 +42,7 @@ from functional_nn.checking._complex_leaves import (
 )
 from functional_nn.checking._directions import host_rng, seed_words
 from functional_nn.checking._leaves import Keyed, held_note, hold, through
+from functional_nn.checking._locator import locating
 from functional_nn.checking._precision_maps import low_precision_map
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name, refused_note
@@ -65,6 +66,7 @@ TANGENT_CHUNK = 256
 METHODS = ("jvp", "linearity", "zero tangent", "vmap", "transpose")
 
 
+@locating("jvp")
 @highest_precision
 def check_jvp(
     g: Callable[[Any], Any],

@@ -27,9 +27,7 @@ line in a test.
 - **Second order** (``order=2``): Hessian-vector products of the checked gradient,
   ``jax.jvp(grad, (params,), (v,))``, against differences of the gradient along ``v``.
 - **Kinks**: ``pattern`` (params -> bool array) marks the steps that change it; those entries
-  are left out and reported as ``kink``.
-
-Every program runs with the highest matmul precision, whatever the process default.
+  are left out and reported as ``kink``. Every program runs with the highest matmul precision.
 """
 
 from __future__ import annotations
@@ -61,6 +59,7 @@ from functional_nn.checking._leaves import (
     hold,
     through,
 )
+from functional_nn.checking._locator import locating
 from functional_nn.checking._precision_check import low_precision, rejudge
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name, refused_note
@@ -82,17 +81,14 @@ TAYLOR_BAR = 1.5
 """Slope 2 for a right gradient, 1 for a wrong one: a leaf fails below 1.5."""
 
 TAYLOR_FLOOR = 20
-"""Remainders under ``TAYLOR_FLOOR * u * max|f|`` are rounding, not Taylor: left out. The
-slope is fit to the (at most 5) smallest steps above it; fewer than 3 give no verdict."""
+"""Remainders under ``TAYLOR_FLOOR * u * max|f|`` are rounding, not Taylor: left out; the
+slope is fit to the (at most 5) smallest steps above it (fewer than 3: no verdict)."""
 
 JUMP_BELOW = 0.8
-"""A Taylor slope below this is no Taylor remainder at all (a wrong gradient gives 1, a right
-one 2): the remainder does not shrink with the step, so the ladder crossed a jump."""
+"""A Taylor slope below this (right: 2, wrong: 1) is no remainder: the ladder crossed a jump."""
 
 
-# -- check_grad ---------------------------------------------------------------------------------
-
-
+@locating("grad")
 @highest_precision
 def check_grad(
     f: Callable[[Any], jax.Array],
@@ -148,6 +144,8 @@ def check_grad(
         baseline: ``params -> scalar``, a plain implementation of the same function (the
             attention a fused kernel replaces): a leaf passes with at most twice the error of
             the baseline's gradient (:mod:`~functional_nn.checking._precision_check`).
+        locate: when the check fails, :func:`~functional_nn.locate` names the rule inside
+            ``f`` whose derivative is wrong (``report.located``; not with ``grad=``).
 
     Low precision: bfloat16 or float16 parameters, a program computing below its parameters'
     precision (a bfloat16 forward of float32 ones), or a ``baseline``, are judged against the

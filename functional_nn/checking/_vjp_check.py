@@ -55,6 +55,7 @@ from functional_nn.checking._leaves import (
     hold,
     through,
 )
+from functional_nn.checking._locator import locating
 from functional_nn.checking._precision_maps import low_precision_map
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name, refused_note
@@ -75,6 +76,7 @@ FULL_JACOBIAN_UP_TO = 1_000_000
 compared; beyond, the dot-product test alone."""
 
 
+@locating("vjp")
 @highest_precision
 def check_vjp(
     g: Callable[[Any], Any],

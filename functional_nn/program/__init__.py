@@ -6,16 +6,21 @@ knows jaxprs, not verdicts: the checkers above it use it.
   equation, the floating types a program computes in, what cannot be opened.
 - ``_float64.py``: :func:`promote`, ``f`` with every floating type of its program raised to
   float64.
+- ``_units.py``: the units ``locate`` checks (custom rules, ``stop_gradient``) and the values
+  one eager run of the program gives them, inside calls, branches, loops and ``vmap``.
 
-JAX internals this package relies on (``tests/program/test_internals.py`` patches each away
-and sees a clear :class:`CannotPromote`, never a wrong value):
+JAX internals this package relies on (an unknown primitive holding a sub-program is bound as
+it is, and named among what could not be opened; no test yet patches each one away):
 
 - ``jax.extend.core`` (``Literal``, ``Jaxpr``, ``ClosedJaxpr``): the program's equations.
 - the names of the primitives it opens, and the params it reads there: ``jit`` / ``pjit``
   (``jaxpr``), ``closed_call`` / ``core_call`` (``call_jaxpr``), ``remat2`` / ``checkpoint``
   (``jaxpr``, ``prevent_cse``, ``policy``), ``cond`` (``branches``), ``while``
   (``cond_jaxpr``, ``body_jaxpr``, ``cond_nconsts``, ``body_nconsts``), ``custom_jvp_call``
-  and ``custom_vjp_call`` (``call_jaxpr``); any other primitive with a jaxpr among its params
+  and ``custom_vjp_call`` (``call_jaxpr``; ``bwd`` and ``jvp_jaxpr_fun`` / their
+  ``debug_info.func_src_info`` for the names and lines ``locate`` reports), ``scan``
+  (``jaxpr``, ``num_consts``, ``num_carry``, ``length``, ``reverse``: ``locate`` runs its
+  body), ``stop_gradient``; any other primitive with a jaxpr among its params
   (``scan``, whose params changed in jax 0.12.1, ``reduce``, a scatter) is bound again with
   each such jaxpr raised; one with a function among its params is not opened.
 - ``jax._src.source_info_util.user_frame``: the user's line of an equation, for messages
