@@ -42,6 +42,11 @@ CUSTOM_JVP = ("custom_jvp_call",)
 STOP_GRADIENT = ("stop_gradient",)
 UNIT_PRIMITIVES = CUSTOM_VJP + CUSTOM_JVP + STOP_GRADIENT
 
+SCAN_PARAMS = {"num_consts", "num_carry", "length"}
+"""The scan params the walk reads (jax 0.6 to 0.12.0). jax 0.12.1 describes its operands and
+outputs by ``ft_in`` / ``ft_out`` instead, with outputs forwarded past the body: such a scan
+is not opened (named in ``unopened``) until that layout is read."""
+
 SAMPLE = 4
 """Iterations of a loop at which a unit inside it is recorded (all of a shorter loop)."""
 
@@ -153,12 +158,18 @@ class Walk:
             index = int(invals[0])  # concrete: the walk runs at values, under grad too
             branch = _closed(params["branches"][index])
             return self._inside(f"cond(branch {index})", branch, invals[1:], eqn)
+        if name == "scan" and not SCAN_PARAMS <= set(params):  # jax 0.12.1: ft_in, ft_out
+            return self._unopened(eqn, invals, "its layout in this JAX release is not read")
         if name == "scan":
             return self._scan(eqn, invals)
         if name == "while":
             return self._while(eqn, invals)
-        self.unopened.append(f"{name} (at {source_line(eqn)})")
-        return _bind(eqn.primitive, params, invals)
+        return self._unopened(eqn, invals, "not a call, branch or loop locate opens")
+
+    def _unopened(self, eqn, invals, why: str):
+        """Bound as it is: the units inside are not checked, and the report says so."""
+        self.unopened.append(f"{eqn.primitive.name} at {source_line(eqn)} ({why})")
+        return _bind(eqn.primitive, eqn.params, invals)
 
     def _inside(self, label, closed, invals, eqn=None):
         self._calls.append(label)
