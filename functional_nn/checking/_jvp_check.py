@@ -78,6 +78,7 @@ def check_jvp(
     pattern: Callable[[Any], jax.Array] | None = None,
     memory_budget: int | None = None,
     callback: Callable[[Progress], None] | None = None,
+    locate: bool = True,  # read by @locating, which runs locate when the check fails
 ) -> GradCheckReport:
     r"""Check the JVP (forward mode) of any function of any pytree, leaf by leaf.
 

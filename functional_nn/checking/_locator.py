@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import json
 import time
 from collections.abc import Callable
@@ -344,17 +343,18 @@ def _stop_gradient(closed, arrays, unit: Unit) -> list[dict]:
 
 def locating(kind: str) -> Callable:
     """A front door (``check_grad``, ``check_vjp``, ``check_jvp``) that, when its check fails,
-    runs :func:`locate` on the function and keeps it as ``report.located``; ``locate=False``
-    turns that off. A passing check costs nothing more. A user's own ``grad=`` / ``vjp=`` /
-    ``jvp=`` is not ``jax.grad(f)``'s program: then nothing is located and the description
-    says so (``locate(f, params)`` checks the rules that ``jax.grad(f)`` runs)."""
+    runs :func:`locate` on the function and keeps it as ``report.located``; its own
+    ``locate=False`` parameter (declared there, read here) turns that off. A passing check
+    costs nothing more. A user's own ``grad=`` / ``vjp=`` / ``jvp=`` is not ``jax.grad(f)``'s
+    program: then nothing is located and the description says so (``locate(f, params)``
+    checks the rules that ``jax.grad(f)`` runs)."""
     own = {"grad": "grad", "vjp": "vjp", "jvp": "jvp"}[kind]
 
     def wrap(front: Callable) -> Callable:
         @functools.wraps(front)
-        def door(f, params, *args, locate: bool = True, **kw):
-            report = front(f, params, *args, **kw)
-            if report.ok or not locate:
+        def door(f, params, *args, **kw):
+            report = front(f, params, *args, **kw)  # its own ``locate`` parameter: unused
+            if report.ok or not kw.get("locate", True):
                 return report
             if (args[0] if args else kw.get(own)) is not None:
                 report.description += (
@@ -368,10 +368,6 @@ def locating(kind: str) -> Callable:
                 report.description += f"; locate could not run: {type(err).__name__}: {err}"
             return report
 
-        sig = inspect.signature(front)
-        extra = inspect.Parameter("locate", inspect.Parameter.KEYWORD_ONLY, default=True,
-                                  annotation="bool")  # fmt: skip
-        door.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])
         _DOORS[kind] = door
         return door
 

@@ -104,6 +104,7 @@ def check_grad(
     callback: Callable[[Progress], None] | None = None,
     screen: bool | None = None,
     baseline: Callable[[Any], jax.Array] | None = None,
+    locate: bool = True,  # read by @locating, which runs locate when the check fails
 ) -> GradCheckReport:
     r"""Check the gradient of a scalar function of any pytree, leaf by leaf.
 

@@ -88,6 +88,7 @@ def check_vjp(
     pattern: Callable[[Any], jax.Array] | None = None,
     memory_budget: int | None = None,
     callback: Callable[[Progress], None] | None = None,
+    locate: bool = True,  # read by @locating, which runs locate when the check fails
 ) -> GradCheckReport:
     r"""Check the VJP of any function of any pytree against its Jacobian, leaf by leaf.
 
