@@ -14,8 +14,8 @@ directions, and the front doors ``check_gradients`` (a network's gradient method
   differences with Richardson) and the shared ladder.
 - ``_reference_data.py``: what they are made of (``Directions``, ``Reference``, ``Ladder``),
   when central differences resolve a leaf, and the reference name a report gives.
-- ``_locator.py``: ``locate``, which rule inside a program makes its gradient wrong, and
-  ``locating``, which makes every failing front door name it.
+- ``_locator.py``: ``locate``, which rule inside a program makes its gradient wrong;
+  ``_on_failure.py``: ``locating``, which makes every failing front door name it.
 - ``_programs.py``: ``check_gradients``' compiled method programs.
 - ``_network_check.py``, ``_scalar_check.py``, ``_vjp_check.py``, ``_jvp_check.py``: the four
   front doors, which import the engine and never each other.

@@ -42,7 +42,7 @@ from functional_nn.checking._complex_leaves import (
 )
 from functional_nn.checking._directions import host_rng, seed_words
 from functional_nn.checking._leaves import Keyed, held_note, hold, through
-from functional_nn.checking._locator import locating
+from functional_nn.checking._on_failure import locating
 from functional_nn.checking._precision_maps import low_precision_map
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name, refused_note
@@ -97,6 +97,8 @@ def check_jvp(
         memory_budget: bytes one batch of evaluations of ``g`` may use (default 256 MiB).
         callback: called with a :class:`~functional_nn.checking._progress.Progress` after
             every batch of evaluations.
+        locate: when the check fails, :func:`~functional_nn.locate` names the rule inside
+            ``g`` whose derivative is wrong, along a random cotangent (``report.located``).
 
     A program in bfloat16 or float16, or computing below its primals' precision, is judged
     against itself raised to float64: one ``jvp`` row per leaf, failing only beyond the

@@ -29,7 +29,6 @@ others, or a primal that computes the wrong function (its rule may match it).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 from collections.abc import Callable
@@ -203,10 +202,13 @@ def locate(
     rows: list[dict] = []
     culprits: list[Culprit] = []
     outer = (getattr(f, "__name__", "f"),)
+    as_written = None  # jax.grad(f), asked once for every stop_gradient
     for n, unit in enumerate(units):
         key, sub = jax.random.split(key)
         if unit.kind == "stop_gradient":
-            found = _stop_gradient(closed, arrays, unit)
+            if as_written is None:
+                as_written = _grad_walk(closed, arrays, frozenset())
+            found = _stop_gradient(closed, arrays, unit, as_written)
         else:
             found = _rule(unit, cts.get(unit.id), sub, check_grad, check_jvp)
         for row in found:
@@ -221,18 +223,19 @@ def locate(
         if callback is not None:
             callback(Progress(leaf=unit.name, index=n, leaves=len(units), stage="locate",
                               evaluations=n + 1))  # fmt: skip
-    culprits.sort(key=lambda c: -c.error / c.tolerance)
+    culprits.sort(key=lambda c: -_ratio(c))
     kinds = {k: sum(u.kind == k for u in units) for k in ("custom_vjp", "custom_jvp",
                                                           "stop_gradient")}  # fmt: skip
     description = (
         f"{len(units)} units checked ({kinds['custom_vjp']} custom_vjp, {kinds['custom_jvp']} "
         f"custom_jvp, {kinds['stop_gradient']} stop_gradient) at the values of this call, "
-        f"each against differences of its own primal, with "
+        f"each rule against differences of its own primal, with "
         + (
             "the cotangent jax.grad(f) sends into it"
             if cotangent == "program"
             else "random cotangents"
         )  # fmt: skip
+        + ", each stop_gradient by what running it as the identity changes in jax.grad(f)"
     )
     if seen.unopened:
         description += f"; not opened (their units unchecked): {', '.join(seen.unopened)}"
@@ -311,20 +314,24 @@ def _ratio(r) -> float:
     return np.inf if r.error > 0 else 0.0
 
 
-def _stop_gradient(closed, arrays, unit: Unit) -> list[dict]:
-    """A ``stop_gradient`` judged by what it cuts: ``jax.grad(f)`` with it run as the
-    identity against ``jax.grad(f)`` as written, leaf by leaf."""
+def _grad_walk(closed, arrays, identity: frozenset) -> list:
+    """``jax.grad`` of the program at its floating inputs, the ``stop_gradient`` occurrences
+    in ``identity`` run as the identity."""
     floating = [i for i, a in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.inexact)]
 
-    def g(xs, identity):
+    def g(xs):
         full = list(arrays)
         for i, x in zip(floating, xs, strict=True):
             full[i] = x
         return jnp.real(Walk(identity=identity).run(closed, full)[0])
 
-    xs = [arrays[i] for i in floating]
-    cut = jax.grad(functools.partial(g, identity=frozenset()))(xs)
-    whole = jax.grad(functools.partial(g, identity=frozenset({unit.id})))(xs)
+    return jax.grad(g)([arrays[i] for i in floating])
+
+
+def _stop_gradient(closed, arrays, unit: Unit, cut: list) -> list[dict]:
+    """A ``stop_gradient`` judged by what it cuts: ``jax.grad(f)`` with it run as the
+    identity against ``cut``, ``jax.grad(f)`` as written, leaf by leaf."""
+    whole = _grad_walk(closed, arrays, frozenset({unit.id}))
     worst, tol = 0.0, 0.0
     for a, b in zip(cut, whole, strict=True):
         eps = float(jnp.finfo(b.dtype).eps)
@@ -336,60 +343,3 @@ def _stop_gradient(closed, arrays, unit: Unit) -> list[dict]:
     status = "fail" if worst > tol else "pass"
     return [{"argument": 0, "mode": "reverse", "status": status, "error": worst,
              "tolerance": tol}]  # fmt: skip
-
-
-# -- every failing check names it --------------------------------------------------------------
-
-
-def locating(kind: str) -> Callable:
-    """A front door (``check_grad``, ``check_vjp``, ``check_jvp``) that, when its check fails,
-    runs :func:`locate` on the function and keeps it as ``report.located``; its own
-    ``locate=False`` parameter (declared there, read here) turns that off. A passing check
-    costs nothing more. A user's own ``grad=`` / ``vjp=`` / ``jvp=`` is not ``jax.grad(f)``'s
-    program: then nothing is located and the description says so (``locate(f, params)``
-    checks the rules that ``jax.grad(f)`` runs)."""
-    own = {"grad": "grad", "vjp": "vjp", "jvp": "jvp"}[kind]
-
-    def wrap(front: Callable) -> Callable:
-        @functools.wraps(front)
-        def door(f, params, *args, **kw):
-            report = front(f, params, *args, **kw)  # its own ``locate`` parameter: unused
-            if report.ok or not kw.get("locate", True):
-                return report
-            if (args[0] if args else kw.get(own)) is not None:
-                report.description += (
-                    f"; {own}= given: not located (fnn.locate(f, params) checks the rules of "
-                    "jax.grad(f)'s program, not a function of your own)"
-                )
-                return report
-            try:
-                report.located = _locate_failure(kind, f, params, kw.get("key"))
-            except Exception as err:  # noqa: BLE001 -- a failing check must still report
-                report.description += f"; locate could not run: {type(err).__name__}: {err}"
-            return report
-
-        _DOORS[kind] = door
-        return door
-
-    return wrap
-
-
-def _locate_failure(kind: str, f: Callable, params: Any, key) -> LocateReport:
-    """``locate`` for a failed check: ``f`` itself (``check_grad``), or ``<w, g(params)>``
-    with a random cotangent ``w`` of ``g``'s outputs (``check_vjp``, ``check_jvp``)."""
-    if kind == "grad":
-        return locate(f, params, key=key)
-    key = jax.random.key(0) if key is None else key
-    outs = jax.eval_shape(f, params)
-    leaves, _ = jax.tree_util.tree_flatten(outs)
-    keys = jax.random.split(jax.random.fold_in(key, 7), max(len(leaves), 1))
-    w = [jax.random.normal(k, s.shape, s.dtype) if jnp.issubdtype(s.dtype, jnp.inexact) else None
-         for k, s in zip(keys, leaves, strict=False)]  # fmt: skip
-
-    def along(p):
-        ys = jax.tree_util.tree_leaves(f(p))
-        return sum(jnp.sum(jnp.real(jnp.conj(c) * y)) for c, y in zip(w, ys, strict=True)
-                   if c is not None)  # fmt: skip
-
-    along.__name__ = getattr(f, "__name__", "g")
-    return locate(along, params, key=key)

@@ -59,7 +59,7 @@ from functional_nn.checking._leaves import (
     hold,
     through,
 )
-from functional_nn.checking._locator import locating
+from functional_nn.checking._on_failure import locating
 from functional_nn.checking._precision_check import low_precision, rejudge
 from functional_nn.checking._progress import Progress, Tracker, check_budget
 from functional_nn.checking._reference_data import failing, reference_name, refused_note

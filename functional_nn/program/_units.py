@@ -2,7 +2,7 @@ r"""The units of a program and the values one call gives them: what ``locate`` c
 
 A *unit* is an equation whose derivative is not JAX's own rule for its primal: a
 ``custom_vjp`` or ``custom_jvp`` call (its rule is the user's), and a ``stop_gradient`` (its
-derivative is zero, its primal the identity). :func:`walk` runs ``f``'s program eagerly, at
+derivative is zero, its primal the identity). :class:`Walk` runs ``f``'s program eagerly, at
 concrete values, equation by equation, opening only the sub-programs that hold a unit:
 
 - ``jit`` / ``pjit`` and ``checkpoint`` are run in place (their program is the same);
@@ -27,6 +27,8 @@ order, so an occurrence is named by its position (``Unit.id``) in both runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +37,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from functional_nn.program._float64 import CALLS, CHECKPOINTS, _bind, _closed
-from functional_nn.program._reader import source_line, sub_jaxprs
+from functional_nn.program._reader import _open, source_line, sub_jaxprs
 
 CUSTOM_VJP = ("custom_vjp_call", "custom_vjp_call_jaxpr")
 CUSTOM_JVP = ("custom_jvp_call",)
@@ -80,19 +82,12 @@ class Unit:
         out = _bind(self.eqn.primitive, self.eqn.params, args)
         return list(out) if self.eqn.primitive.multiple_results else [out]
 
-    def primal(self, *args):
-        """The unit's primal function: what its derivative should be the derivative of."""
-        if self.kind == "stop_gradient":
-            return [args[0]]
-        params = self.eqn.params
-        sub = _closed(params.get("call_jaxpr", params.get("fun_jaxpr")))
-        return jcore.jaxpr_as_fun(sub)(*args)
 
-
+@functools.lru_cache(maxsize=1024)
 def holds_unit(jaxpr) -> bool:
-    """Whether a program holds a unit (outside custom rules' primals)."""
-    j = jaxpr.jaxpr if isinstance(jaxpr, jcore.ClosedJaxpr) else jaxpr
-    for eqn in j.eqns:
+    """Whether a program holds a unit (outside custom rules' primals); asked once per
+    program, not at every equation of every loop iteration."""
+    for eqn in _open(jaxpr).eqns:
         if eqn.primitive.name in UNIT_PRIMITIVES:
             return True
         if any(holds_unit(sub) for _, sub in sub_jaxprs(eqn.params)):
@@ -317,10 +312,6 @@ def _names(eqn, kind: str) -> tuple[str, str | None]:
     return (name or rule_name or eqn.primitive.name), (rule_defined or defined)
 
 
-def _open(j):
-    return j.jaxpr if isinstance(j, jcore.ClosedJaxpr) else j
-
-
 def _src(debug) -> tuple[str | None, str | None]:
     """``(name, "file.py:LINE")`` from a JAX debug info, or ``(None, None)``."""
     info = getattr(debug, "func_src_info", None)
@@ -329,17 +320,12 @@ def _src(debug) -> tuple[str | None, str | None]:
     name, _, place = info.partition(" at ")
     if not place:
         return name or None, None
-    import os
-
     file, _, line = place.rpartition(":")
     return (name or None), f"{os.path.basename(file)}:{line}"
 
 
 def _function_line(fn) -> str | None:
     """``"file.py:LINE"`` of a Python function reached through JAX's wrappers, or None."""
-    import inspect
-    import os
-
     seen = 0
     while fn is not None and seen < 8:
         seen += 1
@@ -347,5 +333,4 @@ def _function_line(fn) -> str | None:
         if code is not None:
             return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
         fn = getattr(fn, "f", None) or getattr(fn, "func", None) or getattr(fn, "__wrapped__", None)
-    del inspect
     return None

@@ -1,0 +1,68 @@
+"""Every failing check names the rule: :func:`locating` wraps ``check_grad``, ``check_vjp``
+and ``check_jvp`` so that a failure runs :func:`~functional_nn.locate` and keeps its answer
+as ``report.located``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from functional_nn.checking._locator import _DOORS, LocateReport, locate
+
+
+def locating(kind: str) -> Callable:
+    """A front door (``check_grad``, ``check_vjp``, ``check_jvp``) that, when its check fails,
+    runs :func:`locate` on the function and keeps it as ``report.located``; its own
+    ``locate=False`` parameter (declared there, read here) turns that off. A passing check
+    costs nothing more. A user's own ``grad=`` / ``vjp=`` / ``jvp=`` is not ``jax.grad(f)``'s
+    program: then nothing is located and the description says so (``locate(f, params)``
+    checks the rules that ``jax.grad(f)`` runs)."""
+    own = {"grad": "grad", "vjp": "vjp", "jvp": "jvp"}[kind]
+
+    def wrap(front: Callable) -> Callable:
+        @functools.wraps(front)
+        def door(f, params, *args, **kw):
+            report = front(f, params, *args, **kw)  # its own ``locate`` parameter: unused
+            if report.ok or not kw.get("locate", True):
+                return report
+            if (args[0] if args else kw.get(own)) is not None:
+                report.description += (
+                    f"; {own}= given: not located (fnn.locate(f, params) checks the rules of "
+                    "jax.grad(f)'s program, not a function of your own)"
+                )
+                return report
+            try:
+                report.located = _locate_failure(kind, f, params, kw.get("key"))
+            except Exception as err:  # noqa: BLE001 -- a failing check must still report
+                report.description += f"; locate could not run: {type(err).__name__}: {err}"
+            return report
+
+        _DOORS[kind] = door
+        return door
+
+    return wrap
+
+
+def _locate_failure(kind: str, f: Callable, params: Any, key) -> LocateReport:
+    """``locate`` for a failed check: ``f`` itself (``check_grad``), or ``<w, g(params)>``
+    with a random cotangent ``w`` of ``g``'s outputs (``check_vjp``, ``check_jvp``)."""
+    if kind == "grad":
+        return locate(f, params, key=key)
+    key = jax.random.key(0) if key is None else key
+    outs = jax.eval_shape(f, params)
+    leaves, _ = jax.tree_util.tree_flatten(outs)
+    keys = jax.random.split(jax.random.fold_in(key, 7), max(len(leaves), 1))
+    w = [jax.random.normal(k, s.shape, s.dtype) if jnp.issubdtype(s.dtype, jnp.inexact) else None
+         for k, s in zip(keys, leaves, strict=False)]  # fmt: skip
+
+    def along(p):
+        ys = jax.tree_util.tree_leaves(f(p))
+        return sum(jnp.sum(jnp.real(jnp.conj(c) * y)) for c, y in zip(w, ys, strict=True)
+                   if c is not None)  # fmt: skip
+
+    along.__name__ = getattr(f, "__name__", "g")
+    return locate(along, params, key=key)
