@@ -9,12 +9,12 @@ and labelled with its matmul precision. Cold figures (compile, first call, the c
 ``scripts/validate.py`` makes) come from fresh processes with an empty compilation cache.
 Run it when nothing else runs; every section prints its wall and CPU seconds.
 
-    python scripts/benchmark.py                 # everything (about 3.5 minutes on 2 cores)
-    python scripts/benchmark.py --quick         # smaller sizes, fewer rounds (under 2 minutes)
+    python scripts/benchmark.py                 # everything (about 13 minutes on 2 cores)
+    python scripts/benchmark.py --quick         # smaller sizes, fewer rounds (about 3.5 minutes)
     python scripts/benchmark.py --only peak,methods --json bench.json
     python scripts/benchmark.py --skip validate,sympy
 
-Sections, in order: peak, methods, chain, first_result, checkers_scale, validate, compile,
+Sections, in order: peak, methods, chain, first_result, checkers_scale, locate, validate, compile,
 cost_law, vectorization, training, large_data, memory, data_parallel, sympy.
 """
 

@@ -1,10 +1,12 @@
 """Run the checkers over the float ops of JAX's own lax autodiff tests (scripts/bench/lax_ops.py).
 
 Right ops must pass (no false failure), planted VJP bugs (one argument's cotangent 5% off in
-float32, 1% in float64, or zeroed) must fail on the planted argument's leaf alone. Prints one
+float32, 1% in float64, or zeroed) must fail on the planted argument's leaf alone; ``locate``
+must name a planted bug alone, at its line and argument, and find no culprit among the
+equations of a right program. Prints one
 row per op and dtype, every wrong verdict in full, and exits 1 if there is one.
 
-    python scripts/lax_suite.py                 # 3 seeds, both dtypes, both checkers
+    python scripts/lax_suite.py                 # 3 seeds, both dtypes, the three checkers
     python scripts/lax_suite.py --seeds 1 --ops sinh,max --dtypes float32
 """
 
@@ -30,6 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="seeds of right code (default 3)")
     parser.add_argument("--ops", default="", help="comma-separated op names (default: all)")
     parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--checkers", default=",".join(lax_ops.CHECKERS),
+                        help="comma-separated, among check_grad, check_vjp, locate")  # fmt: skip
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.ops.split(",") if n.strip()]
     unknown = [n for n in names if n not in lax_ops.BY_NAME]
@@ -40,7 +44,10 @@ def main(argv=None) -> int:
         parser.error(f"--dtypes from {lax_ops.DTYPES}, --seeds at least 1")
     ops = [lax_ops.BY_NAME[n] for n in names] if names else lax_ops.OPS
     seeds = tuple(range(args.seeds))
-    specs = list(lax_ops.cases(ops, dtypes, seeds))
+    checkers = tuple(c.strip() for c in args.checkers.split(",") if c.strip())
+    if not checkers or any(c not in lax_ops.CHECKERS for c in checkers):
+        parser.error(f"--checkers from {lax_ops.CHECKERS}")
+    specs = list(lax_ops.cases(ops, dtypes, seeds, checkers=checkers))
     console = Console(width=160)
     results = []
     start = time.perf_counter()
@@ -57,7 +64,7 @@ def main(argv=None) -> int:
     groups = defaultdict(list)
     for c in results:
         groups[(c.op, c.dtype)].append(c)
-    for (op, dtype), cs in groups.items():
+    for (op, dtype), cs in groups.items():  # every checker of the op and dtype
         right = [c for c in cs if not c.plant]
         plant = [c for c in cs if c.plant]
         table.add_row(
@@ -76,6 +83,14 @@ def main(argv=None) -> int:
         f"false failures: {false_failures} of {len(right_code)} checks of right ops; "
         f"plants missed or mislocated: {missed} of {len(planted)}"
     )
+    for checker in checkers:
+        mine = [c for c in results if c.checker == checker]
+        right_ones = [c for c in mine if not c.plant]
+        console.print(
+            f"  {checker}: {sum(not c.right for c in right_ones)} false of {len(right_ones)}, "
+            f"{sum(not c.right for c in mine if c.plant)} plants missed of "
+            f"{len(mine) - len(right_ones)}, {sum(c.seconds for c in mine):.0f} s"
+        )
     for c in wrong:
         what = "false failure" if not c.plant else f"plant {c.plant}: failing {c.failing}"
         console.print(f"\n[bold red]{c.op} {c.dtype} seed {c.seed} {c.checker}: {what}[/]")

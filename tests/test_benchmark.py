@@ -146,7 +146,7 @@ def speed_table_sections() -> list[str]:
 
 def test_the_speed_page_table_names_every_section_of_the_registry_in_order():
     assert speed_table_sections() == list(bench.NAMES) == [s.name for s in bench.SECTIONS]
-    assert len(bench.NAMES) == 14
+    assert len(bench.NAMES) == 15
 
 
 def test_only_and_skip_accept_exactly_the_speed_table_sections():
@@ -168,6 +168,7 @@ def test_every_worker_is_a_function_of_a_section_module():
         "first_result",
         "first_check",
         "checker",
+        "locate",
         "data_parallel",
         "compile_setting",
         "probes",

@@ -257,5 +257,6 @@ def test_check_model_and_lax_suite_refuse_unknown_names():
 def test_lax_suite_passes_right_ops_and_catches_their_plants():
     r = _run("scripts/lax_suite.py", "--ops", "sinh,atan2", "--seeds", "1", "--dtypes", "float32")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "false failures: 0 of 4 checks of right ops" in r.stdout
-    assert "plants missed or mislocated: 0 of 12" in r.stdout
+    assert "false failures: 0 of 6 checks of right ops" in r.stdout  # three checkers
+    assert "plants missed or mislocated: 0 of 18" in r.stdout
+    assert "locate: 0 false of 2, 0 plants missed of 6" in r.stdout

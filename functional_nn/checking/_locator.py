@@ -20,16 +20,21 @@ this call gives it:
   relative to the gradient's largest entry, in some leaf (its path carried a derivative that
   was cut).
 
+- with ``primitives=True`` (or ``"auto"``, what a failing check asks: where no custom rule or
+  ``stop_gradient`` is a culprit), every other equation with a floating input and output is
+  a unit of kind ``"primitive"``, checked like a rule: JAX's own rules, and a primitive of
+  the user's own whose JVP or transpose rule is wrong.
+
 A culprit's derivative disagrees with its own primal's differences at these values (and, for
-a ``stop_gradient``, the gradient of ``f`` depends on it). ``locate`` cannot see a wrong
-derivative of one of JAX's own primitives, a rule that is right at these values and wrong at
-others, or a primal that computes the wrong function (its rule may match it).
+a ``stop_gradient``, the gradient of ``f`` depends on it); a site called several times (a
+layer in a Python loop) gives one culprit, its worst failing call named by ``occurrence``.
+``locate`` cannot see a rule that is right at these values and wrong at others, or a primal
+that computes the wrong function (its rule may match it).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from functional_nn.checking._locate_report import Culprit, LocateReport, _ratio
 from functional_nn.checking._progress import Progress
 from functional_nn.program._reader import Split, trace
 from functional_nn.program._units import Unit, Walk
@@ -47,115 +53,13 @@ _DOORS: dict[str, Callable] = {}
 a unit with them without importing them (the front doors never import each other)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Culprit:
-    """A unit whose derivative is wrong at the values of this call.
-
-    Attributes:
-        name: the custom function's name (``scaled_tanh``), or ``stop_gradient``.
-        kind: ``"custom_vjp"``, ``"custom_jvp"`` or ``"stop_gradient"``.
-        where: ``"file.py:LINE"`` of the user's code that called it.
-        defined: ``"file.py:LINE"`` of its rule's function (``None`` where JAX does not say).
-        argument: the 0-based position of the unit's input whose derivative is wrong.
-        error: its error (normwise, relative), against ``tolerance``.
-        calls: the enclosing calls, outermost first: ``("f", "scan(body)", "scaled_tanh")``.
-        mode: ``"reverse"`` (its VJP) or ``"forward"`` (its JVP: a ``custom_jvp`` rule).
-        iteration: the loop iteration it was checked at (``None`` outside loops).
-    """
-
-    name: str
-    kind: str
-    where: str
-    defined: str | None
-    argument: int
-    error: float
-    tolerance: float
-    calls: tuple[str, ...]
-    mode: str = "reverse"
-    iteration: int | None = None
-
-    def __str__(self) -> str:
-        at = f", defined at {self.defined}" if self.defined else ""
-        it = f" (iteration {self.iteration})" if self.iteration is not None else ""
-        return (
-            f"{self.name} ({self.kind}, {self.mode}) argument {self.argument}: called at "
-            f"{self.where}{at}; error {self.error:.2e} > {self.tolerance:.0e}{it}; in "
-            f"{' > '.join(self.calls)}"
-        )
-
-
-@dataclasses.dataclass
-class LocateReport:
-    """What :func:`locate` checked and what it found.
-
-    Attributes:
-        culprits: the units whose derivative is wrong, the largest ``error / tolerance``
-            first (most likely first).
-        units: one dict per unit checked: name, kind, where, calls, iteration, status
-            (``"pass"``, ``"fail"``, ``"kink"``), error, tolerance.
-        unopened: the sub-programs holding a unit that could not be opened (a unit there
-            is not checked).
-        description: what was checked and how.
-    """
-
-    culprits: list[Culprit]
-    units: list[dict]
-    unopened: list[str]
-    description: str = ""
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """No unit's derivative is wrong."""
-        return not self.culprits
-
-    def __str__(self) -> str:
-        head = ("unit", "kind", "mode", "arg", "called at", "in", "error", "tol", "status")
-        lines = [
-            (
-                u["name"],
-                u["kind"],
-                u["mode"],
-                str(u["argument"]),
-                u["where"],
-                " > ".join(u["calls"]),
-                f"{u['error']:.2e}",
-                f"{u['tolerance']:.0e}",
-                u["status"],
-            )  # fmt: skip
-            for u in self.units
-        ]
-        widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-                  for i, h in enumerate(head)]  # fmt: skip
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        body = [fmt.format(*head).rstrip()] + [fmt.format(*line).rstrip() for line in lines]
-        verdict = (
-            "no culprit"
-            if self.ok
-            else "culprits:\n" + "\n".join(f"  {i + 1}. {c}" for i, c in enumerate(self.culprits))
-        )
-        return "\n".join([f"locate: {self.description}", *body, verdict])
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(
-            {
-                "ok": self.ok,
-                "description": self.description,
-                "culprits": [dataclasses.asdict(c) for c in self.culprits],
-                "units": self.units,
-                "unopened": self.unopened,
-                "seconds": self.seconds,
-            },
-            **kw,
-        )
-
-
 def locate(
     f: Callable[[Any], jax.Array],
     params: Any,
     *,
     key: jax.Array | None = None,
     cotangent: str = "program",
+    primitives: bool | str = False,
     callback: Callable[[Progress], None] | None = None,
 ) -> LocateReport:
     r"""Check every unit of ``f``'s program at the values of this call (module docstring).
@@ -167,6 +71,12 @@ def locate(
         key: PRNG key of the random cotangents and tangents (default ``key(0)``).
         cotangent: ``"program"``: each unit's cotangent is the one ``jax.grad(f)`` sends
             into it (a random one where that is zero); ``"random"``: a random one always.
+        primitives: ``False``: the units are the custom rules and ``stop_gradient``s;
+            ``True``: every other equation with a floating input and output too (kind
+            ``"primitive"``: JAX's own rule, or the rule of a primitive of your own), every
+            sub-program opened; ``"auto"``: those equations only where the units explain
+            nothing (no culprit among them), what a failing ``check_grad`` asks. An equation
+            costs a check: a program of thousands takes minutes.
         callback: called with a :class:`~functional_nn.checking._progress.Progress` after
             each unit (``leaf`` the unit's name, ``index`` of ``leaves`` units, ``stage``
             ``"locate"``).
@@ -186,6 +96,8 @@ def locate(
     check_grad, check_jvp = _DOORS["grad"], _DOORS["jvp"]
     if cotangent not in ("program", "random"):
         raise ValueError(f"locate: cotangent must be 'program' or 'random'; got {cotangent!r}")
+    if primitives not in (True, False, "auto"):
+        raise ValueError(f"locate: primitives must be True, False or 'auto'; got {primitives!r}")
     start = time.perf_counter()
     key = jax.random.key(0) if key is None else key
     split = Split((params,))
@@ -195,41 +107,23 @@ def locate(
     if len(closed.jaxpr.outvars) != 1 or closed.jaxpr.outvars[0].aval.shape != ():
         raise ValueError(f"locate: f must return a real scalar; got {closed.out_avals}")
     arrays = [jnp.asarray(a) for a in split.arrays()]
-    seen = Walk(record=True)
-    seen.run(closed, arrays)
-    units = seen.units
-    cts = _cotangents(closed, arrays, units) if cotangent == "program" else {}
-    rows: list[dict] = []
-    culprits: list[Culprit] = []
     outer = (getattr(f, "__name__", "f"),)
-    as_written = None  # jax.grad(f), asked once for every stop_gradient
-    for n, unit in enumerate(units):
-        key, sub = jax.random.split(key)
-        if unit.kind == "stop_gradient":
-            if as_written is None:
-                as_written = _grad_walk(closed, arrays, frozenset())
-            found = _stop_gradient(closed, arrays, unit, as_written)
-        else:
-            found = _rule(unit, cts.get(unit.id), sub, check_grad, check_jvp)
-        for row in found:
-            calls = outer + unit.calls + (unit.name,)
-            rows.append({"name": unit.name, "kind": unit.kind, "where": unit.where,
-                         "defined": unit.defined, "calls": list(calls),
-                         "iteration": unit.iteration, **row})  # fmt: skip
-            if row["status"] == "fail":
-                culprits.append(Culprit(unit.name, unit.kind, unit.where, unit.defined,
-                                        row["argument"], row["error"], row["tolerance"],
-                                        calls, row["mode"], unit.iteration))  # fmt: skip
-        if callback is not None:
-            callback(Progress(leaf=unit.name, index=n, leaves=len(units), stage="locate",
-                              evaluations=n + 1))  # fmt: skip
-    culprits.sort(key=lambda c: -_ratio(c))
-    kinds = {k: sum(u.kind == k for u in units) for k in ("custom_vjp", "custom_jvp",
-                                                          "stop_gradient")}  # fmt: skip
+    seen = Walk(record=True, primitives=primitives is True)
+    seen.run(closed, arrays)
+    found = _Found(closed, arrays, outer, cotangent, callback)
+    found.check(seen.units, key, check_grad, check_jvp, primitives is True)
+    deeper = primitives == "auto" and not found.culprits and not seen.unopened
+    if deeper:  # the units explain nothing: every other equation
+        every = Walk(record=True, primitives=True)
+        every.run(closed, arrays)
+        found.check([u for u in every.units if u.kind == "primitive"], jax.random.fold_in(key, 1),
+                    check_grad, check_jvp, True)  # fmt: skip
+    units = found.units
+    kinds = {k: sum(u.kind == k for u in units) for k in KINDS}
     description = (
-        f"{len(units)} units checked ({kinds['custom_vjp']} custom_vjp, {kinds['custom_jvp']} "
-        f"custom_jvp, {kinds['stop_gradient']} stop_gradient) at the values of this call, "
-        f"each rule against differences of its own primal, with "
+        f"{len(units)} units checked ("
+        + ", ".join(f"{n} {k}" for k, n in kinds.items() if n or k != "primitive")
+        + ") at the values of this call, each rule against differences of its own primal, with "
         + (
             "the cotangent jax.grad(f) sends into it"
             if cotangent == "program"
@@ -237,17 +131,81 @@ def locate(
         )  # fmt: skip
         + ", each stop_gradient by what running it as the identity changes in jax.grad(f)"
     )
+    if deeper:
+        description += "; no custom rule or stop_gradient was wrong: every other equation checked"
     if seen.unopened:
         description += f"; not opened (their units unchecked): {', '.join(seen.unopened)}"
-    return LocateReport(culprits, rows, list(seen.unopened), description,
-                        time.perf_counter() - start)  # fmt: skip
+    return LocateReport(_per_site(found.culprits, found.sites), found.rows, list(seen.unopened),
+                        description, time.perf_counter() - start)  # fmt: skip
+
+
+KINDS = ("custom_vjp", "custom_jvp", "stop_gradient", "primitive")
+
+
+class _Found:
+    """The rows and culprits of the units checked so far, in the program's order."""
+
+    def __init__(self, closed, arrays, outer, cotangent: str, callback):
+        self.closed, self.arrays, self.outer = closed, arrays, outer
+        self.cotangent, self.callback = cotangent, callback
+        self.units: list[Unit] = []
+        self.rows: list[dict] = []
+        self.culprits: list[Culprit] = []
+        self.sites: dict[tuple, int] = {}  # (name, kind, where, calls) -> occurrences
+        self._as_written = None  # jax.grad(f), asked once for every stop_gradient
+
+    def check(self, units: list[Unit], key, check_grad, check_jvp, primitives: bool) -> None:
+        """Check ``units``, recorded by a walk with ``primitives`` (the cotangents' walk
+        numbers the units as that one did)."""
+        closed, arrays = self.closed, self.arrays
+        cts = (_cotangents(closed, arrays, units, primitives)
+               if self.cotangent == "program" else {})  # fmt: skip
+        for n, unit in enumerate(units):
+            site = (unit.name, unit.kind, unit.where, unit.calls)
+            occurrence = self.sites[site] = self.sites.get(site, -1) + 1
+            key, sub = jax.random.split(key)
+            if unit.kind == "stop_gradient":
+                if self._as_written is None:
+                    self._as_written = _grad_walk(closed, arrays, frozenset())
+                found = _stop_gradient(closed, arrays, unit, self._as_written, primitives)
+            else:
+                found = _rule(unit, cts.get(unit.id), sub, check_grad, check_jvp)
+            calls = self.outer + unit.calls + (unit.name,)
+            for row in found:
+                self.rows.append({"name": unit.name, "kind": unit.kind, "where": unit.where,
+                                  "defined": unit.defined, "calls": list(calls),
+                                  "iteration": unit.iteration, "occurrence": occurrence,
+                                  **row})  # fmt: skip
+                if row["status"] == "fail":
+                    self.culprits.append(Culprit(
+                        unit.name, unit.kind, unit.where, unit.defined, row["argument"],
+                        row["error"], row["tolerance"], calls, row["mode"], unit.iteration,
+                        occurrence))  # fmt: skip
+            self.units.append(unit)
+            if self.callback is not None:
+                self.callback(Progress(leaf=unit.name, index=n, leaves=len(units),
+                                       stage="locate", evaluations=len(self.units)))  # fmt: skip
+
+
+def _per_site(culprits: list[Culprit], sites: dict) -> list[Culprit]:
+    """One culprit per site, argument and mode: the worst failing occurrence, with how many
+    of the site's occurrences failed; the largest ``error / tolerance`` first."""
+    groups: dict[tuple, list[Culprit]] = {}
+    for c in culprits:
+        groups.setdefault((c.name, c.kind, c.where, c.calls, c.argument, c.mode), []).append(c)
+    out = []
+    for key, group in groups.items():
+        worst = max(group, key=_ratio)
+        checked = sites[(key[0], key[1], key[2], key[3][1:-1])] + 1
+        out.append(dataclasses.replace(worst, failed=len(group), checked=checked))
+    return sorted(out, key=lambda c: -_ratio(c))
 
 
 def _floating(s) -> bool:
     return jnp.issubdtype(s.dtype, jnp.inexact)
 
 
-def _cotangents(closed, arrays, units: list[Unit]) -> dict:
+def _cotangents(closed, arrays, units: list[Unit], primitives: bool) -> dict:
     """``id -> the cotangents jax.grad(f) sends into that unit's outputs`` (one reverse
     pass: a zero added to every unit's floating outputs, differentiated)."""
     zeros = {
@@ -257,37 +215,59 @@ def _cotangents(closed, arrays, units: list[Unit]) -> dict:
         ]  # fmt: skip
         for u in units
         if u.kind != "stop_gradient"
-    }
+    }  # a primitive unit's cotangent likewise
     if not zeros:
         return {}
 
     def g(z):
-        return jnp.real(Walk(perturb=z).run(closed, arrays)[0])
+        return jnp.real(Walk(perturb=z, primitives=primitives).run(closed, arrays)[0])
 
     return jax.grad(g)(zeros)
 
 
 def _rule(unit: Unit, cts, key, check_grad, check_jvp) -> list[dict]:
-    """The rows of one custom rule: its VJP along the program's cotangent (per input), and a
-    ``custom_jvp`` rule's JVP along random tangents."""
+    """The rows of one custom rule (or primitive): its VJP along the program's cotangent (per
+    input), and a ``custom_jvp`` rule's JVP along random tangents. An input with a non-finite
+    entry (``-inf``, the start of a max) is held at its value, not checked; a unit whose
+    output is not finite here is not checked (``"skipped"``)."""
     outs = [v.aval for v in unit.eqn.outvars]
+    inputs = list(unit.inputs)
+    free = [i for i, x in enumerate(inputs) if _finite(x)]
+    if not free or not all(_finite(y) for y in unit.call(*inputs)):
+        return [{"argument": 0, "mode": "reverse", "status": "skipped", "error": 0.0,
+                 "tolerance": 0.0}]  # fmt: skip
     ct = [None if c is None else jnp.asarray(c) for c in (cts or [None] * len(outs))]
     if all(c is None or not bool(jnp.any(c != 0)) for c in ct):  # zero: a random one
         keys = jax.random.split(key, len(outs))
         ct = [jax.random.normal(k, s.shape, s.dtype) if _floating(s) else None
               for k, s in zip(keys, outs, strict=True)]  # fmt: skip
 
+    def call(xs):
+        full = list(inputs)
+        for i, x in zip(free, xs, strict=True):
+            full[i] = x
+        return unit.call(*full)
+
     def along(xs):
-        ys = unit.call(*xs)
+        ys = call(xs)
         return sum(jnp.sum(jnp.real(jnp.conj(c) * y)) for c, y in zip(ct, ys, strict=True)
                    if c is not None)  # fmt: skip
 
     along.__name__ = unit.name
-    xs = tuple(unit.inputs)
+    xs = tuple(inputs[i] for i in free)
     rows = _rows(check_grad(along, xs, taylor=False, key=key, locate=False), "reverse")
     if unit.kind == "custom_jvp":
-        rows += _rows(check_jvp(lambda p: unit.call(*p), xs, key=key, locate=False), "forward")
+        rows += _rows(check_jvp(call, xs, key=key, locate=False), "forward")
+    for row in rows:
+        row["argument"] = free[row["argument"]]
     return rows
+
+
+def _finite(x) -> bool:
+    """No inf or nan in a floating value (anything else: finite)."""
+    if not jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+        return True
+    return bool(jnp.all(jnp.isfinite(jnp.asarray(x))))
 
 
 def _rows(report, mode: str) -> list[dict]:
@@ -308,13 +288,7 @@ def _rows(report, mode: str) -> list[dict]:
     return out
 
 
-def _ratio(r) -> float:
-    if r.tolerance > 0:
-        return r.error / r.tolerance
-    return np.inf if r.error > 0 else 0.0
-
-
-def _grad_walk(closed, arrays, identity: frozenset) -> list:
+def _grad_walk(closed, arrays, identity: frozenset, primitives: bool = False) -> list:
     """``jax.grad`` of the program at its floating inputs, the ``stop_gradient`` occurrences
     in ``identity`` run as the identity."""
     floating = [i for i, a in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.inexact)]
@@ -323,15 +297,15 @@ def _grad_walk(closed, arrays, identity: frozenset) -> list:
         full = list(arrays)
         for i, x in zip(floating, xs, strict=True):
             full[i] = x
-        return jnp.real(Walk(identity=identity).run(closed, full)[0])
+        return jnp.real(Walk(identity=identity, primitives=primitives).run(closed, full)[0])
 
     return jax.grad(g)([arrays[i] for i in floating])
 
 
-def _stop_gradient(closed, arrays, unit: Unit, cut: list) -> list[dict]:
+def _stop_gradient(closed, arrays, unit: Unit, cut: list, primitives: bool) -> list[dict]:
     """A ``stop_gradient`` judged by what it cuts: ``jax.grad(f)`` with it run as the
     identity against ``cut``, ``jax.grad(f)`` as written, leaf by leaf."""
-    whole = _grad_walk(closed, arrays, frozenset({unit.id}))
+    whole = _grad_walk(closed, arrays, frozenset({unit.id}), primitives)
     worst, tol = 0.0, 0.0
     for a, b in zip(cut, whole, strict=True):
         eps = float(jnp.finfo(b.dtype).eps)

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from functional_nn.checking._directions import host_rng
 from functional_nn.checking._locator import _DOORS, LocateReport, locate
 
 
@@ -36,7 +37,7 @@ def locating(kind: str) -> Callable:
                 )
                 return report
             try:
-                report.located = _locate_failure(kind, f, params, kw.get("key"))
+                report.located = _locate_failure(kind, f, params, kw.get("key"), kw.get("k", 3))
             except Exception as err:  # noqa: BLE001 -- a failing check must still report
                 report.description += f"; locate could not run: {type(err).__name__}: {err}"
             return report
@@ -47,17 +48,25 @@ def locating(kind: str) -> Callable:
     return wrap
 
 
-def _locate_failure(kind: str, f: Callable, params: Any, key) -> LocateReport:
-    """``locate`` for a failed check: ``f`` itself (``check_grad``), or ``<w, g(params)>``
-    with a random cotangent ``w`` of ``g``'s outputs (``check_vjp``, ``check_jvp``)."""
+def _locate_failure(kind: str, f: Callable, params: Any, key, k: int) -> LocateReport:
+    """``locate`` for a failed check, with the equations of JAX's own rules checked where the
+    custom rules explain nothing (``primitives="auto"``): ``f`` itself (``check_grad``), or
+    ``<w, g(params)>`` (``check_vjp``, ``check_jvp``), ``w`` the first of the cotangents
+    ``check_vjp`` drew (real outputs; a random one for complex outputs and for
+    ``check_jvp``, whose tangents enter no scalar: locate checks each rule in both modes
+    anyway)."""
     if kind == "grad":
-        return locate(f, params, key=key)
-    key = jax.random.key(0) if key is None else key
+        return locate(f, params, key=key, primitives="auto")
     outs = jax.eval_shape(f, params)
     leaves, _ = jax.tree_util.tree_flatten(outs)
-    keys = jax.random.split(jax.random.fold_in(key, 7), max(len(leaves), 1))
-    w = [jax.random.normal(k, s.shape, s.dtype) if jnp.issubdtype(s.dtype, jnp.inexact) else None
-         for k, s in zip(keys, leaves, strict=False)]  # fmt: skip
+    if kind == "vjp" and all(jnp.issubdtype(s.dtype, jnp.floating) for s in leaves):
+        rng = host_rng(0 if key is None else key)  # as check_vjp draws its cotangents
+        w = [rng.standard_normal((k, *s.shape)).astype(s.dtype)[0] for s in leaves]
+    else:
+        keys = jax.random.split(jax.random.fold_in(_key(key), 7), max(len(leaves), 1))
+        w = [jax.random.normal(kk, s.shape, s.dtype)
+             if jnp.issubdtype(s.dtype, jnp.inexact) else None
+             for kk, s in zip(keys, leaves, strict=False)]  # fmt: skip
 
     def along(p):
         ys = jax.tree_util.tree_leaves(f(p))
@@ -65,4 +74,10 @@ def _locate_failure(kind: str, f: Callable, params: Any, key) -> LocateReport:
                    if c is not None)  # fmt: skip
 
     along.__name__ = getattr(f, "__name__", "g")
-    return locate(along, params, key=key)
+    return locate(along, params, key=_key(key), primitives="auto")
+
+
+def _key(key):
+    if key is None or isinstance(key, int):
+        return jax.random.key(0 if key is None else key)
+    return key

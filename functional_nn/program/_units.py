@@ -15,8 +15,12 @@ concrete values, equation by equation, opening only the sub-programs that hold a
 - inside a custom rule's primal nothing is opened (the rule, not the primal, differentiates).
 
 Every other equation is bound as the program has it (a sub-program without a unit is run
-compiled, whole). A unit occurrence records its inputs; given ``perturb``, a zero is added to
-each recorded occurrence's floating outputs, so that ``jax.grad`` with respect to those zeros
+compiled, whole); with ``primitives``, every sub-program is opened and every other equation
+with a floating input and output is a unit too (kind ``"primitive"``). A call, branch or loop
+whose params this release lays out otherwise, or a custom rule under a name not read, is run
+as it is and named in ``unopened`` (the layouts read: :mod:`._layouts`). A unit occurrence
+records its inputs; given ``perturb``, a zero is added to each recorded occurrence's floating
+outputs, so that ``jax.grad`` with respect to those zeros
 gives the cotangent that the program's reverse pass sends into each unit, in one pass; given
 ``identity``, a ``stop_gradient`` occurrence is run as the identity (its path not cut).
 
@@ -28,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -36,18 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
+from functional_nn.program import _layouts as layouts
 from functional_nn.program._float64 import CALLS, CHECKPOINTS, _bind, _closed
 from functional_nn.program._reader import _open, source_line, sub_jaxprs
-
-CUSTOM_VJP = ("custom_vjp_call", "custom_vjp_call_jaxpr")
-CUSTOM_JVP = ("custom_jvp_call",)
-STOP_GRADIENT = ("stop_gradient",)
-UNIT_PRIMITIVES = CUSTOM_VJP + CUSTOM_JVP + STOP_GRADIENT
-
-SCAN_PARAMS = {"num_consts", "num_carry", "length"}
-"""The scan params the walk reads (jax 0.6 to 0.12.0). jax 0.12.1 describes its operands and
-outputs by ``ft_in`` / ``ft_out`` instead, with outputs forwarded past the body: such a scan
-is not opened (named in ``unopened``) until that layout is read."""
 
 SAMPLE = 4
 """Iterations of a loop at which a unit inside it is recorded (all of a shorter loop)."""
@@ -88,7 +82,7 @@ def holds_unit(jaxpr) -> bool:
     """Whether a program holds a unit (outside custom rules' primals); asked once per
     program, not at every equation of every loop iteration."""
     for eqn in _open(jaxpr).eqns:
-        if eqn.primitive.name in UNIT_PRIMITIVES:
+        if eqn.primitive.name in layouts.UNIT_PRIMITIVES or layouts.looks_like_rule(eqn.params):
             return True
         if any(holds_unit(sub) for _, sub in sub_jaxprs(eqn.params)):
             return True
@@ -102,11 +96,15 @@ class Walk:
         record: collect the :class:`Unit` occurrences met (``units``).
         perturb: ``id -> list of zeros`` added to that occurrence's floating outputs.
         identity: ids of ``stop_gradient`` occurrences run as the identity.
+        primitives: every other equation with a floating input and output is a unit too
+            (kind ``"primitive"``: JAX's own rule, or a primitive of the user's), and every
+            sub-program is opened.
     """
 
     def __init__(self, *, record: bool = False, perturb: dict | None = None,
-                 identity: frozenset = frozenset()):  # fmt: skip
+                 identity: frozenset = frozenset(), primitives: bool = False):  # fmt: skip
         self.record = record
+        self.primitives = primitives
         self.perturb = perturb or {}
         self.identity = identity
         self.units: list[Unit] = []
@@ -140,26 +138,50 @@ class Walk:
 
     def _apply(self, eqn, invals):
         name, params = eqn.primitive.name, eqn.params
-        if name in UNIT_PRIMITIVES:
-            return self._unit(eqn, invals)
-        if not any(holds_unit(sub) for _, sub in sub_jaxprs(params)):
+        if name in layouts.UNIT_PRIMITIVES:
+            return self._unit(eqn, invals, _kind(name))
+        if layouts.looks_like_rule(params):  # a custom rule under a name not read
+            return self._unopened(eqn, invals, "a custom rule of a form locate does not read")
+        if not self.primitives and not any(holds_unit(sub) for _, sub in sub_jaxprs(params)):
             return _bind(eqn.primitive, params, invals)
+        try:
+            opened = self._opener(eqn, invals)
+        except (KeyError, TypeError, AttributeError, IndexError, ValueError) as err:
+            return self._unopened(eqn, invals, f"its params are not read here ({err!r})")
+        if opened is not None:
+            return opened()
+        if self.primitives:
+            if _differentiable(eqn):
+                return self._unit(eqn, invals, "primitive")
+            return _bind(eqn.primitive, params, invals)
+        return self._unopened(eqn, invals, "not a call, branch or loop locate opens")
+
+    def _opener(self, eqn, invals) -> Callable | None:
+        """The run of a call, branch or loop, its params read now (a ``KeyError`` here is a
+        layout not read: the caller names it unopened); ``None`` for any other equation."""
+        name, params = eqn.primitive.name, eqn.params
         if name in CALLS:
-            sub = _closed(params.get("jaxpr", params.get("call_jaxpr")))
-            return self._inside(f"jit({params.get('name', 'fn')})", sub, invals, eqn)
+            found = [params[k] for k in layouts.CALL_JAXPR if k in params]
+            if not found:
+                raise KeyError(f"none of {layouts.CALL_JAXPR}")
+            sub = _closed(found[0])
+            return lambda: self._inside(f"jit({params.get('name', 'fn')})", sub, invals, eqn)
         if name in CHECKPOINTS:
-            return self._inside("checkpoint", _closed(params["jaxpr"]), invals, eqn)
+            sub = _closed(params[layouts.CHECKPOINT_JAXPR])
+            return lambda: self._inside("checkpoint", sub, invals, eqn)
         if name == "cond":
             index = int(invals[0])  # concrete: the walk runs at values, under grad too
-            branch = _closed(params["branches"][index])
-            return self._inside(f"cond(branch {index})", branch, invals[1:], eqn)
-        if name == "scan" and not SCAN_PARAMS <= set(params):  # jax 0.12.1: ft_in, ft_out
-            return self._unopened(eqn, invals, "its layout in this JAX release is not read")
+            branch = _closed(params[layouts.COND_BRANCHES][index])
+            return lambda: self._inside(f"cond(branch {index})", branch, invals[1:], eqn)
         if name == "scan":
-            return self._scan(eqn, invals)
+            layout = layouts.scan_layout(params)
+            if layout is None:
+                raise KeyError("scan: neither num_consts/num_carry nor ft_in/ft_out")
+            return lambda: self._scan(eqn, invals, *layout)
         if name == "while":
-            return self._while(eqn, invals)
-        return self._unopened(eqn, invals, "not a call, branch or loop locate opens")
+            read = {k: params[k] for k in layouts.WHILE_PARAMS}
+            return lambda: self._while(eqn, read, invals)
+        return None
 
     def _unopened(self, eqn, invals, why: str):
         """Bound as it is: the units inside are not checked, and the report says so."""
@@ -195,11 +217,12 @@ class Walk:
         self._iteration.pop()
         self._sampled.pop()
 
-    def _scan(self, eqn, invals):
+    def _scan(self, eqn, invals, operands: Callable, outputs: Callable):
         params = eqn.params
-        nc, ncarry, length = params["num_consts"], params["num_carry"], params["length"]
+        length = params["length"]
         body = _closed(params["jaxpr"])
-        consts, carry, xs = invals[:nc], list(invals[nc : nc + ncarry]), invals[nc + ncarry :]
+        consts, carry, xs = operands(invals)
+        ncarry = len(carry)
         order = range(length - 1, -1, -1) if params.get("reverse", False) else range(length)
 
         def iterate(keep):
@@ -211,7 +234,7 @@ class Walk:
                     out = self.run(body, [*consts, *carry, *(x[i] for x in xs)])
                 finally:
                     self._leave()
-                carry, ys[i] = list(out[:ncarry]), out[ncarry:]
+                carry, ys[i] = outputs(out)
             n_ys = len(body.jaxpr.outvars) - ncarry
             stacked = [
                 jnp.stack([ys[i][j] for i in range(length)])
@@ -226,8 +249,7 @@ class Walk:
 
         return self._loop("scan(body)", eqn, length, iterate)
 
-    def _while(self, eqn, invals):
-        params = eqn.params
+    def _while(self, eqn, params, invals):
         nc, nb = params["cond_nconsts"], params["body_nconsts"]
         cconsts, bconsts, carry = invals[:nc], invals[nc : nc + nb], list(invals[nc + nb :])
         cond, body = _closed(params["cond_jaxpr"]), _closed(params["body_jaxpr"])
@@ -246,26 +268,31 @@ class Walk:
 
         return self._loop("while(body)", eqn, None, iterate)
 
-    def _unit(self, eqn, invals):
+    def _unit(self, eqn, invals, kind: str):
         name = eqn.primitive.name
         uid = None
         if self._sampled[-1]:
             uid = self._count
             self._count += 1
             if self.record:
-                unit = _describe(uid, eqn, invals, tuple(self._calls), self._iteration[-1])
+                unit = _describe(uid, kind, eqn, invals, tuple(self._calls),
+                                 self._iteration[-1])  # fmt: skip
                 if unit.where == "unknown line":  # inside a library: where the user called it
                     unit.where = next((w for w in reversed(self._lines) if w != "unknown line"),
                                       unit.where)  # fmt: skip
                 self.units.append(unit)
-        if name in STOP_GRADIENT and uid in self.identity:
+        if name in layouts.STOP_GRADIENT and uid in self.identity:
             outs = [invals[0]]
         else:
             outs = _bind(eqn.primitive, eqn.params, invals)
             outs = list(outs) if eqn.primitive.multiple_results else [outs]
         if uid in self.perturb:
-            outs = [o + z if z is not None else o for o, z in zip(outs, self.perturb[uid],
-                                                                  strict=True)]  # fmt: skip
+            zs = self.perturb[uid]
+            pairs = zip(outs, zs, strict=True)
+            if any(z is not None and jnp.shape(z) != jnp.shape(o) for o, z in pairs):
+                raise RuntimeError(f"locate: unit {uid} ({name}) is not the unit recorded: "
+                                   "the walks disagree")  # fmt: skip
+            outs = [o + z if z is not None else o for o, z in zip(outs, zs, strict=True)]
         return outs if eqn.primitive.multiple_results else outs[0]
 
 
@@ -276,61 +303,26 @@ def _sample(total: int) -> set[int]:
     return {round(j * (total - 1) / (SAMPLE - 1)) for j in range(SAMPLE)}
 
 
-def _describe(uid, eqn, invals, calls, iteration) -> Unit:
-    name = eqn.primitive.name
-    if name in CUSTOM_VJP:
-        kind = "custom_vjp"
-    elif name in CUSTOM_JVP:
-        kind = "custom_jvp"
-    else:
-        kind = "stop_gradient"
-    fn_name, defined = _names(eqn, kind)
+def _kind(name: str) -> str:
+    if name in layouts.CUSTOM_VJP:
+        return "custom_vjp"
+    return "custom_jvp" if name in layouts.CUSTOM_JVP else "stop_gradient"
+
+
+def _differentiable(eqn) -> bool:
+    """A floating input and a floating output: a derivative to check."""
+
+    def floating(v):
+        return jnp.issubdtype(getattr(v.aval, "dtype", np.dtype(int)), jnp.inexact)
+
+    return any(floating(v) for v in eqn.invars) and any(floating(v) for v in eqn.outvars)
+
+
+def _describe(uid, kind, eqn, invals, calls, iteration) -> Unit:
+    fn_name, defined = layouts.names(eqn, kind)
     return Unit(uid, kind, fn_name, source_line(eqn), defined, calls, iteration, eqn,
                 [_concrete(a) for a in invals])  # fmt: skip
 
 
 def _concrete(a):
     return a if isinstance(a, (np.ndarray, np.generic, int, float, complex)) else jnp.asarray(a)
-
-
-def _names(eqn, kind: str) -> tuple[str, str | None]:
-    """The custom function's name and where its rule is defined, as JAX's debug info has them
-    (``"fn at /path/file.py:12"``); the primitive's name and ``None`` where it says nothing."""
-    if kind == "stop_gradient":
-        return "stop_gradient", None
-    params = eqn.params
-    primal = params.get("call_jaxpr", params.get("fun_jaxpr"))
-    name, defined = _src(getattr(_open(primal), "debug_info", None))
-    rule = (
-        params.get("bwd")
-        if kind == "custom_vjp"
-        else params.get("jvp_jaxpr_fun", params.get("jvp_jaxpr_thunk"))
-    )
-    rule_name, rule_defined = _src(getattr(rule, "debug_info", None))
-    if rule_defined is None:
-        rule_defined = _function_line(rule)
-    return (name or rule_name or eqn.primitive.name), (rule_defined or defined)
-
-
-def _src(debug) -> tuple[str | None, str | None]:
-    """``(name, "file.py:LINE")`` from a JAX debug info, or ``(None, None)``."""
-    info = getattr(debug, "func_src_info", None)
-    if not isinstance(info, str) or not info:
-        return None, None
-    name, _, place = info.partition(" at ")
-    if not place:
-        return name or None, None
-    file, _, line = place.rpartition(":")
-    return (name or None), f"{os.path.basename(file)}:{line}"
-
-
-def _function_line(fn) -> str | None:
-    """``"file.py:LINE"`` of a Python function reached through JAX's wrappers, or None."""
-    seen = 0
-    while fn is not None and seen < 8:
-        seen += 1
-        code = getattr(fn, "__code__", None)
-        if code is not None:
-            return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
-        fn = getattr(fn, "f", None) or getattr(fn, "func", None) or getattr(fn, "__wrapped__", None)
-    return None

@@ -20,6 +20,13 @@ Each op is checked two ways, in float32 and float64:
 and with planted VJP bugs, through a ``jax.custom_vjp`` whose backward pass is the op's own
 VJP with one argument's cotangent scaled (5% in float32, 1% in float64) or zeroed. A correct
 op must pass; a planted bug must fail, on the planted argument's leaf and on no other.
+
+A third column, ``locate``: the op inside a small program (:func:`program`: a fixed diagonal
+linear map before it, ``tanh`` and a sum after), ``fnn.locate(program, args,
+primitives="auto")``, what a failing ``check_grad`` runs. A planted bug must be the one
+culprit, named at the op's line of :func:`program` (:data:`UNIT_LINE`) with its argument; a
+correct program must give no culprit with every equation checked (JAX's own rules against
+differences of their primals: the ``"auto"`` tier, since no custom rule is wrong).
 Ops whose gradient is zero (``floor``, ``ceil``, ``round``) carry no plant: a scaled zero is
 the same zero.
 
@@ -71,6 +78,9 @@ def rand_uniform(low, high):
         return rs.uniform(low, high, shape)
 
     return draw
+
+
+CHECKERS = ("check_grad", "check_vjp", "locate")
 
 
 class Op(NamedTuple):
@@ -175,11 +185,34 @@ def planted(fn: Callable, nargs: int, arg: int, factor: float) -> Callable:
     return g
 
 
+def program(fn: Callable, scale: tuple) -> Callable:
+    """``sum(tanh(fn(s_0 x_0, s_1 x_1, ...)))``, the ``s_i`` fixed in [0.9, 1) (a linear map
+    that keeps each draw's domain)."""
+
+    def located(args):
+        moved = [a * jnp.asarray(s, a.dtype) for a, s in zip(args, scale, strict=True)]
+        out = fn(*moved)  # the unit
+        return jnp.sum(jnp.tanh(out))
+
+    return located
+
+
+UNIT_LINE = next(i for i, line in enumerate(inspect.getsource(program).splitlines(),
+                                            inspect.getsourcelines(program)[1])
+                 if line.rstrip().endswith("# the unit"))  # fmt: skip
+"""The line of :func:`program` that calls the op: a planted culprit's ``where``."""
+
+
+def _scale(args, seed: int) -> tuple:
+    rs = np.random.RandomState(1000 + seed)
+    return tuple(rs.uniform(0.9, 1.0, np.shape(a)) for a in args)
+
+
 class Case(NamedTuple):
     op: str
     dtype: str
     seed: int
-    checker: str  # "check_grad" or "check_vjp"
+    checker: str  # "check_grad", "check_vjp" or "locate"
     plant: str  # "" (right code), "scale [i]" or "zero [i]"
     ok: bool
     failing: tuple  # the leaves with a failing row
@@ -203,6 +236,15 @@ def run_case(op: Op, dtype: str, seed: int, checker: str, plant: str = "") -> Ca
         factor = 0.0 if kind == "zero" else 1.0 + OFF[dtype]
         fn = planted(op.fn, op.nargs, int(leaf.strip("[]")), factor)
     start = time.perf_counter()
+    if checker == "locate":
+        report = fnn.locate(program(fn, _scale(args, seed)), args, key=jax.random.key(seed),
+                            primitives="auto")  # fmt: skip
+        seconds = time.perf_counter() - start
+        failing = tuple(sorted({f"[{c.argument}] at {c.where}" for c in report.culprits}))
+        if plant and failing == (f"[{plant.split('[')[1].rstrip(']')}] at lax_ops.py:{UNIT_LINE}",):
+            failing = (plant.split(" ", 1)[1],)  # the planted unit, its argument, its line
+        return Case(op.name, dtype, seed, checker, plant, report.ok, failing, seconds,
+                    str(report))  # fmt: skip
     if checker == "check_grad":
         pattern = None if op.pattern is None else op.pattern
         report = fnn.check_grad(scalar(fn), args, pattern=pattern, key=jax.random.key(seed))
@@ -222,12 +264,12 @@ def plants(op: Op) -> list[str]:
     return [f"{kind} [{i}]" for i in range(op.nargs) for kind in ("scale", "zero")]
 
 
-def cases(ops=OPS, dtypes=DTYPES, seeds=(0, 1, 2), plant_seeds=(0,)):
+def cases(ops=OPS, dtypes=DTYPES, seeds=(0, 1, 2), plant_seeds=(0,), checkers=CHECKERS):
     """Every (op, dtype, seed, checker, plant) of the suite: right code at every seed, the
     plants at ``plant_seeds``."""
     for op in ops:
         for dtype in dtypes:
-            for checker in ("check_grad", "check_vjp"):
+            for checker in checkers:
                 for seed in seeds:
                     yield op, dtype, seed, checker, ""
                 for seed in plant_seeds:
@@ -235,10 +277,11 @@ def cases(ops=OPS, dtypes=DTYPES, seeds=(0, 1, 2), plant_seeds=(0,)):
                         yield op, dtype, seed, checker, plant
 
 
-def run_all(ops=OPS, dtypes=DTYPES, seeds=(0, 1, 2), plant_seeds=(0,), on_case=None):
+def run_all(ops=OPS, dtypes=DTYPES, seeds=(0, 1, 2), plant_seeds=(0,), on_case=None,
+            checkers=CHECKERS):  # fmt: skip
     """Run :func:`cases`; ``on_case(case)`` after each. Returns the list of :class:`Case`."""
     out = []
-    for spec in cases(ops, dtypes, seeds, plant_seeds):
+    for spec in cases(ops, dtypes, seeds, plant_seeds, checkers):
         case = run_case(*spec)
         out.append(case)
         if on_case is not None:

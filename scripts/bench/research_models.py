@@ -107,11 +107,11 @@ def _attention(x, p, n_heads: int):
     return out.reshape(N, S, D) @ p["Wo"]
 
 
-def _block(x, p, n_heads: int):
+def _block(x, p, n_heads: int, activation: Callable = jax.nn.gelu):
     """A pre-norm block: ``x + attention(ln(x))``, then ``x + mlp(ln(x))``."""
     x = x + _attention(_layer_norm(x, p["ln1"]), p["attn"], n_heads)
     m = p["mlp"]
-    h = jax.nn.gelu(_layer_norm(x, p["ln2"]) @ m["W1"] + m["b1"])  # (N, S, 4D)
+    h = activation(_layer_norm(x, p["ln2"]) @ m["W1"] + m["b1"])  # (N, S, 4D)
     return x + h @ m["W2"] + m["b2"]
 
 
@@ -143,6 +143,7 @@ def transformer(
     batch: int,
     seed: int = 0,
     n_heads: int = 4,
+    activations: tuple[Callable, ...] | None = None,
 ):
     r"""A decoder-only transformer language model and its next-token cross-entropy.
 
@@ -177,10 +178,14 @@ def transformer(
         "unembed": _normal(ku, (D, vocab), D),
     }
 
+    acts = activations if activations is not None else (jax.nn.gelu,) * n_layers
+    if len(acts) != n_layers:
+        raise ValueError(f"transformer: {len(acts)} activations for {n_layers} blocks")
+
     def f(params):
         x = params["embed"][inputs] + params["pos"]  # (N, S, D)
-        for p in params["blocks"]:
-            x = _block(x, p, n_heads)
+        for p, act in zip(params["blocks"], acts, strict=True):
+            x = _block(x, p, n_heads, act)
         z = _layer_norm(x, params["ln_f"]) @ params["unembed"]  # (N, S, V)
         picked = jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]  # (N, S)
         return jnp.mean(jax.nn.logsumexp(z, axis=-1) - picked)
@@ -211,6 +216,37 @@ MODELS: dict[str, Callable[[], tuple[Callable, Any]]] = {
     "transformer tiny": lambda: transformer(**TINY),
 }
 """The benchmark's models by name: ``MODELS[name]()`` is ``(f, params)``."""
+
+
+def gelu_rule(factor: float = 1.0) -> Callable:
+    """``jax.nn.gelu`` under a ``jax.custom_vjp`` written by hand (as a model's stable or
+    fused activation is), its backward ``factor`` times right (1: right)."""
+
+    @jax.custom_vjp
+    def gelu(x):
+        return jax.nn.gelu(x)
+
+    def bwd(x, c):
+        return (factor * jax.vjp(jax.nn.gelu, x)[1](c)[0],)
+
+    gelu.defvjp(lambda x: (jax.nn.gelu(x), x), bwd)
+    return gelu
+
+
+def ruled_transformer(config: dict, wrong_block: int = 1):
+    """:func:`transformer` of ``config`` whose MLP activation is :func:`gelu_rule` in every
+    block, block ``wrong_block``'s (0-based: 1 is block 2) 5% off: the model of ``locate``'s
+    cost figure (``scripts/benchmark.py --only locate``)."""
+    acts = tuple(gelu_rule(1.05 if i == wrong_block else 1.0) for i in range(config["n_layers"]))
+    return transformer(**config, activations=acts)
+
+
+RULED = {
+    "transformer 1M": lambda: ruled_transformer(TRANSFORMER_1M),
+    "transformer 10M": lambda: ruled_transformer(TRANSFORMER_10M),
+    "transformer tiny": lambda: ruled_transformer({**TINY, "n_layers": 3}),
+}
+"""The models of the locate section by name, each with one wrong rule in block 2."""
 
 
 # -- planted bugs ---------------------------------------------------------------------------------

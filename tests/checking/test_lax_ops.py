@@ -4,8 +4,9 @@ The ops here are those on which the checkers once gave false failures (fast-vary
 under ``sin`` in float32, ``pow``'s two arguments of one dtype, kinks and steps, a float32
 output of float64 inputs, ``atan2``'s branch cut and ``bessel_i0e``'s kink crossed by a dense
 direction): right code passes at three seeds in both dtypes, through ``check_grad`` and
-``check_vjp``; planted VJP bugs fail on their leaf alone. The whole table, 37 ops, runs in
-``scripts/lax_suite.py`` (the issue note gives its figures).
+``check_vjp``; planted VJP bugs fail on their leaf alone. ``locate`` names each plant alone at
+its line and argument and finds no culprit among the equations of the right programs. The
+whole table, 37 ops, runs in ``scripts/lax_suite.py`` (docs/checking.md gives its figures).
 """
 
 import sys
@@ -26,12 +27,17 @@ ONCE_FAILED = [
 ]  # fmt: skip
 
 
+TWO = ("check_grad", "check_vjp")
+
+
 @pytest.mark.parametrize("name", ONCE_FAILED)
 def test_right_ops_pass_at_three_seeds_in_both_dtypes(name):
     op = lax_ops.BY_NAME[name]
     wrong = [
         c
-        for c in (lax_ops.run_case(*spec) for spec in lax_ops.cases([op], plant_seeds=()))
+        for c in (
+            lax_ops.run_case(*spec) for spec in lax_ops.cases([op], plant_seeds=(), checkers=TWO)
+        )  # fmt: skip
         if not c.right
     ]
     assert not wrong, "\n".join(f"{c.dtype} seed {c.seed} {c.checker}\n{c.report}" for c in wrong)
@@ -40,13 +46,24 @@ def test_right_ops_pass_at_three_seeds_in_both_dtypes(name):
 @pytest.mark.parametrize("name", ["pow", "atan2", "max", "sinh"])
 def test_planted_vjp_bugs_fail_on_their_leaf_alone(name):
     op = lax_ops.BY_NAME[name]
-    planted = [c for c in lax_ops.run_all([op], seeds=(), plant_seeds=(0, 2))]
+    planted = [c for c in lax_ops.run_all([op], seeds=(), plant_seeds=(0, 2), checkers=TWO)]
     assert len(planted) == 2 * 2 * 2 * len(lax_ops.plants(op))  # dtypes, checkers, seeds
     wrong = [c for c in planted if not c.right]
     assert not wrong, "\n".join(
         f"{c.dtype} seed {c.seed} {c.checker} {c.plant}: failing {c.failing}\n{c.report}"
         for c in wrong
     )
+
+
+@pytest.mark.parametrize("name", ["pow", "atan2", "max", "bessel_i0e"])
+def test_locate_names_each_plant_at_its_line_and_no_culprit_in_right_programs(name):
+    op = lax_ops.BY_NAME[name]
+    cases = lax_ops.run_all([op], seeds=(0,), plant_seeds=(0,), checkers=("locate",))
+    assert len(cases) == 2 * (1 + len(lax_ops.plants(op)))  # dtypes x (right, plants)
+    wrong = [c for c in cases if not c.right]
+    assert not wrong, "\n".join(f"{c.dtype} {c.plant}: {c.failing}\n{c.report}" for c in wrong)
+    right = next(c for c in cases if not c.plant)
+    assert "every other equation checked" in right.report  # JAX's own rules, each checked
 
 
 def test_the_table_is_jaxs_less_the_complex_ops():
