@@ -14,8 +14,10 @@ class Culprit:
     """A unit whose derivative is wrong at the values of this call.
 
     Attributes:
-        name: the custom function's name (``scaled_tanh``), or ``stop_gradient``.
-        kind: ``"custom_vjp"``, ``"custom_jvp"`` or ``"stop_gradient"``.
+        name: the custom function's name (``scaled_tanh``), or the primitive's
+            (``stop_gradient``, ``tanh``, a primitive of your own).
+        kind: ``"custom_vjp"``, ``"custom_jvp"``, ``"stop_gradient"`` or ``"primitive"`` (any
+            other equation, checked where the units explain nothing).
         where: ``"file.py:LINE"`` of the user's code that called it.
         defined: ``"file.py:LINE"`` of its rule's function (``None`` where JAX does not say).
         argument: the 0-based position of the unit's input whose derivative is wrong.
@@ -64,7 +66,8 @@ class LocateReport:
             first (most likely first).
         units: one dict per unit checked: name, kind, where, calls, iteration, occurrence
             (which call of its site), argument, mode, status (``"pass"``, ``"fail"``,
-            ``"kink"``), error, tolerance.
+            ``"kink"``; ``"skipped"``: its output is not finite at these values), error,
+            tolerance.
         unopened: the sub-programs holding a unit that could not be opened (a unit there
             is not checked).
         description: what was checked and how.

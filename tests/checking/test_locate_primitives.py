@@ -115,3 +115,23 @@ def test_a_failing_check_vjp_is_located_along_its_own_first_cotangent():
         ("wrong_sin", line_of("# call-vjp"))
     ], report.located
     assert locate(f, W, cotangent="random").ok  # the rules alone: right
+
+
+def test_no_culprit_among_every_equation_of_a_lecture_network_and_a_relu_net():
+    """Two of scripts/bench/locate_figures.py's 160 right programs (10 seeds each there)."""
+    import functional_nn as fnn
+
+    net = fnn.Network((4, 5, 3, 2), hidden="relu")
+    J = fnn.objective(net, "bce")
+    k = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(k[1], (6, 4), jnp.float64)
+    y = (jax.random.uniform(k[2], (6, 2)) > 0.5).astype(jnp.float64)
+    report = locate(lambda p: J(p, x, y), net.init(k[0], jnp.float64), primitives=True)
+    assert report.ok and len(report.units) > 20, report
+    A = jax.random.normal(k[0], (32, 9), jnp.float32) / 2
+
+    def relu_mlp(v):  # the non-smooth zoo's first: kinks every step can reach
+        return jnp.sum(jax.nn.softplus(jax.nn.relu(A @ v) / 4))
+
+    report = locate(relu_mlp, jax.random.normal(k[1], (9,), jnp.float32), primitives=True)
+    assert report.ok, report
