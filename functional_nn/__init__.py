@@ -80,6 +80,7 @@ from functional_nn.training import History, fit, gradient_descent, weight_penalt
 __version__ = "0.1.0"
 
 __all__ = [
+    "symbolic",
     "CannotPromote",
     "Culprit",
     "LocateReport",
@@ -148,3 +149,16 @@ __all__ = [
     "tanh",
     "weight_penalty",
 ]
+
+
+_WITH_SYMPY = {"symbolic": "derivations.closed_form"}
+"""Public names that live with SymPy in ``derivations/`` (DESIGN: importing ``functional_nn``
+imports no SymPy); ``fnn.NAME`` imports their module on first use."""
+
+
+def __getattr__(name: str):
+    if name in _WITH_SYMPY:
+        import importlib
+
+        return getattr(importlib.import_module(_WITH_SYMPY[name]), name)
+    raise AttributeError(f"module 'functional_nn' has no attribute {name!r}")
