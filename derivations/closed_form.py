@@ -3,7 +3,9 @@ r"""The closed form of a JAX function, read from its program: ``symbolic(fn, *ex
 ``jax.make_jaxpr(fn)(*example_args)`` gives the program; each equation is evaluated on SymPy
 expressions instead of numbers, entry by entry (an array input is an array of symbols, so a
 3-class log-softmax reads as three expressions of three symbols). No float approximation
-enters: a constant of the program becomes the exact rational of its float value
+enters: a constant of the program becomes the exact rational of its float value, and
+``log1p`` / ``expm1`` stay themselves (``sympy.codegen.cfunctions``: mpmath evaluates them
+without the cancellation of ``log(1 + a)``)
 (``sympy.Rational(0.5)`` is ``1/2``; the float32 constant ``0.7978846`` of the tanh form of
 ``gelu`` is the rational that float32 holds, not :math:`\sqrt{2/\pi}`).
 
@@ -35,6 +37,7 @@ import jax
 import numpy as np
 import sympy as sp
 from jax.extend import core as jcore
+from sympy.codegen.cfunctions import expm1, log1p
 
 __all__ = ["symbolic"]
 
@@ -166,8 +169,8 @@ ELEMENTWISE: dict[str, Callable] = {
     "exp": sp.exp,
     "exp2": lambda a: 2**a,
     "log": sp.log,
-    "log1p": lambda a: sp.log(1 + a),
-    "expm1": lambda a: sp.exp(a) - 1,
+    "log1p": log1p,  # kept as log1p (SymPy's codegen function): exact where 1 + a rounds
+    "expm1": expm1,
     "tanh": sp.tanh,
     "sinh": sp.sinh,
     "cosh": sp.cosh,

@@ -81,6 +81,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "symbolic",
+    "check_symbolic",
     "CannotPromote",
     "Culprit",
     "LocateReport",
@@ -151,7 +152,7 @@ __all__ = [
 ]
 
 
-_WITH_SYMPY = {"symbolic": "derivations.closed_form"}
+_WITH_SYMPY = {"symbolic": "derivations.closed_form", "check_symbolic": "derivations.ulp_accuracy"}
 """Public names that live with SymPy in ``derivations/`` (DESIGN: importing ``functional_nn``
 imports no SymPy); ``fnn.NAME`` imports their module on first use."""
 

@@ -29,13 +29,14 @@ observed_order relu save sigmoid softmax softplus tanh weight_penalty""".split()
     + ["Progress", "check_jvp", "TaylorLadder"]
     + ["promote", "CannotPromote"]
     + ["locate", "LocateReport", "Culprit"]
-    + ["symbolic"]
+    + ["symbolic", "check_symbolic"]
 )
 """``functional_nn.__all__`` as users' code imports it (the names before the layout change, and
 ``Progress``, what ``check_grad(callback=...)`` receives, added by issue 19; ``check_jvp`` by
 issue 20; ``TaylorLadder``, what ``GradCheckReport.taylor`` holds, by issue 21; ``promote`` and
-``CannotPromote`` by issue 34; ``locate`` and its report by issue 35; ``symbolic``, which lives
-with SymPy in ``derivations/`` and is imported on first use, by issue 36)."""
+``CannotPromote`` by issue 34; ``locate`` and its report by issue 35; ``symbolic`` and
+``check_symbolic``, which live with SymPy in ``derivations/`` and are imported on first use, by
+issue 36)."""
 
 DOCUMENTED = {
     "functional_nn.compilation_cache": ["use_persistent_cache", "prefer_fast_compilation"],

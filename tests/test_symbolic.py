@@ -107,3 +107,76 @@ def test_an_unsupported_primitive_is_named():
         fnn.symbolic(jnp.exp)
     with pytest.raises(ValueError, match="rounding"):
         fnn.symbolic(lambda t: t.astype(jnp.int32).astype(jnp.float32), 0.5)
+
+
+# -- check_symbolic (issue 36, item 2) ----------------------------------------------------------
+
+
+@jax.custom_jvp
+def stable_softplus(x):
+    return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+stable_softplus.defjvp(lambda p, t: (stable_softplus(p[0]), jax.nn.sigmoid(p[0]) * t[0]))
+
+
+@jax.custom_jvp
+def cut_softplus(x):  # its tangent 0 below -20, where the true one is exp(x): normal to -87
+    return stable_softplus(x)
+
+
+cut_softplus.defjvp(
+    lambda p, t: (cut_softplus(p[0]), jnp.where(p[0] < -20, 0.0, jax.nn.sigmoid(p[0])) * t[0])
+)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exp_and_a_stable_softplus_pass_over_the_whole_range(dtype):
+    for fn in (jnp.exp, stable_softplus):
+        report = fnn.check_symbolic(fn, dtype=dtype)
+        assert report.ok, report
+        assert not report.flags, report.flags[:3]
+        assert {r.quantity for r in report.rows} == {"value", "d1"}
+        assert sum(r.points for r in report.rows if r.quantity == "value") > 500
+
+
+def test_a_naive_softplus_fails_where_it_overflows_and_where_it_rounds_to_zero():
+    report = fnn.check_symbolic(lambda x: jnp.log(1 + jnp.exp(x)))
+    assert not report.ok
+    flagged = {(f["quantity"], np.isinf(f["jax"]), f["jax"] == 0) for f in report.flags}
+    assert ("value", True, False) in flagged  # inf where the exact value, x, is finite
+    assert ("value", False, True) in flagged  # 0 where it is exp(x), a normal number
+    assert any(r.failed and r.range.startswith("+[100") for r in report.rows), report
+
+
+def test_a_tangent_cut_below_minus_20_is_named_with_its_range():
+    report = fnn.check_symbolic(cut_softplus)
+    assert not report.ok
+    bad = [r for r in report.rows if r.failed]
+    assert bad and all(r.quantity == "d1" and r.range.startswith("-") for r in bad), report
+    xs = [f["x"] for f in report.flags]
+    assert xs and max(xs) < -20 and min(xs) > -90  # exp(x) is normal in float32 down to -87
+
+
+def test_jax_nn_sigmoid_s_float32_gradient_is_zero_from_17_where_the_exact_one_is_normal():
+    assert float(jax.grad(jax.nn.sigmoid)(jnp.float32(17.0))) == 0.0
+    report = fnn.check_symbolic(jax.nn.sigmoid)
+    assert not report.ok
+    zeros = sorted(f["x"] for f in report.flags if f["quantity"] == "d1" and f["jax"] == 0)
+    assert zeros and 16 < zeros[0] < 18, zeros[:3]  # named from where it starts
+    assert fnn.check_symbolic(jax.nn.sigmoid, atol=1e-6).ok  # absolute accuracy: accepted
+    tanh = fnn.check_symbolic(jnp.tanh)
+    # tanh's: 1 - tanh(x)**2 after tanh rounds to 1 (from x = 9 in float32): 0, or, in XLA's
+    # vectorized tanh over a batch of points, a value millions of ulps off
+    [row] = [r for r in tanh.rows if r.quantity == "d1" and r.range == "+[1, 100)"]
+    assert not tanh.ok and row.failed and row.max_ulp > 1e5 and row.worst_x > 8, tanh
+    assert '"ok": false' in tanh.to_json() and "FAILED" in str(tanh)
+
+
+def test_check_symbolic_refuses_what_it_cannot_judge():
+    with pytest.raises(ValueError, match="dtype must be"):
+        fnn.check_symbolic(jnp.exp, dtype="bfloat16")
+    with pytest.raises(ValueError, match="order must be"):
+        fnn.check_symbolic(jnp.exp, order=3)
+    with pytest.raises(ValueError, match="the primitive 'erf_inv'"):
+        fnn.check_symbolic(jax.lax.erf_inv)
