@@ -3,7 +3,8 @@ over the whole range of a float type, against the exact derivatives of its close
 
 The closed form is read from ``fn``'s program (:func:`~derivations.closed_form.symbolic`), its
 derivatives taken by SymPy (``Max``, ``Min``, ``Abs`` and ``sign`` rewritten as ``Piecewise``
-first) and evaluated with mpmath at 50 digits at every point; JAX's value is ``fn`` and its
+first) and evaluated with mpmath at every point, at 50 digits and more until two precisions
+agree to 40 digits (:func:`_at`); JAX's value is ``fn`` and its
 derivatives ``jax.grad`` (every custom rule of ``fn`` included: a ``custom_jvp`` tangent is
 what is judged, not the primal's derivative), at the same points in ``dtype``, computed as a
 batched program does it: ``jax.jit(jax.vmap(...))`` over all points at once (XLA's vectorized
@@ -12,7 +13,8 @@ a time and millions of ulps off in a batch; both are wrong, differently).
 
 The points: both signs, log-spaced from the smallest subnormal to the largest finite number
 (:data:`PER_BINADE` per power of two), zero, and the branch points of the closed form (the
-numbers its ``Piecewise`` conditions compare the input with) with their float neighbours.
+numbers its ``Piecewise`` conditions compare the input with) with their float neighbours. A
+subnormal input is judged as XLA computes it, flushed to zero, where that passes.
 
 How a point is judged. The exact value is rounded as ``dtype`` can hold it: beyond the largest
 finite it is ``inf`` (an ``inf`` of the right sign is then exact). Its error is
@@ -56,6 +58,9 @@ PER_BINADE = 1
 
 DENSE = (2.0**-4, 2.0**10, 16)
 """Between these magnitudes, where most functions change regime, 16 points per binade."""
+
+MAX_DPS = 640
+"""The most digits an exact value is evaluated with (:func:`_at`)."""
 
 RANGES = (1e-4, 1.0, 1e2)
 """The edges of |x| that split the report's rows: below 1e-4, to 1, to 100, beyond."""
@@ -119,7 +124,9 @@ class SymbolicReport:
         for q, e in self.ulp.items():
             ax.plot(self.x, np.where(np.isfinite(e), e, np.nan), ".", ms=2, label=q)
         ax.set_xscale("symlog", linthresh=1e-30)
+        ax.set_xticks([-1e20, -1.0, 0.0, 1.0, 1e20])
         ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("x")
         ax.set_ylabel("error, ULPs of the exact value")
         ax.legend()
@@ -154,25 +161,30 @@ def check_symbolic(fn: Callable, *, dtype: str = "float32", order: int = 1,
         for _ in range(order):
             g = jax.grad(g)
             got.append(np.asarray(jax.jit(jax.vmap(g))(xs), np.float64))
-    mpmath.mp.dps = 50
     funcs = [sp.lambdify(x, e, "mpmath") for e in exact]
     names = ["value"] + [f"d{k}" for k in range(1, order + 1)]
     bar = ULPS[dtype] if ulps is None else float(ulps)
     finfo = np.finfo(np_dtype)
     rows, flags, errors = [], [], {}
-    for k, name in enumerate(names):
-        err = np.zeros(len(pts))
-        failed = np.zeros(len(pts), bool)
-        for i, p in enumerate(pts):
-            e = _value(funcs[k], p, float(p) in branch)
-            de = _value(funcs[k + 1], p, float(p) in branch)
-            err[i], failed[i], flag = _judge(got[k][i], e, de, p, finfo, bar, atol)
-            if flag:
-                shown = mpmath.nstr(e, 12) if e is not None else "undefined"
-                flags.append({"quantity": name, "x": float(p), "jax": float(got[k][i]),
-                              "exact": shown})  # fmt: skip
-        errors[name] = err
-        rows += _rows(name, pts, err, failed)
+    with mpmath.workdps(60):  # the branch points' offsets of 1e-45 held
+        for k, name in enumerate(names):
+            err = np.zeros(len(pts))
+            failed = np.zeros(len(pts), bool)
+            for i, p in enumerate(pts):
+                e = _value(funcs[k], p, float(p) in branch)
+                de = _value(funcs[k + 1], p, float(p) in branch)
+                err[i], failed[i], flag = _judge(got[k][i], e, de, p, finfo, bar, atol)
+                if failed[i] and p != 0 and abs(p) < finfo.tiny:  # XLA flushes a subnormal x to 0
+                    at0 = _value(funcs[k], 0.0, True), _value(funcs[k + 1], 0.0, True)
+                    flushed = _judge(got[k][i], *at0, 0.0, finfo, bar, atol)
+                    if not flushed[1]:
+                        err[i], failed[i], flag = flushed
+                if flag:
+                    shown = mpmath.nstr(e, 12) if e is not None else "undefined"
+                    flags.append({"quantity": name, "x": float(p), "jax": float(got[k][i]),
+                                  "exact": shown})  # fmt: skip
+            errors[name] = err
+            rows += _rows(name, pts, err, failed)
     description = (
         f"check_symbolic: {getattr(fn, '__name__', 'fn')} in {dtype}, {len(pts)} points (both "
         f"signs, {PER_BINADE} per binade from the smallest subnormal to the largest finite, "
@@ -209,24 +221,47 @@ def _points(dtype: np.dtype, expr, x) -> np.ndarray:
 
 
 def _value(f, p, at_branch: bool = False):
-    """The exact value at p (an mpf), or None where it is undefined (a nan, a pole, a kink).
-    At a branch point the closed form's pieces may disagree about a derivative that exists
-    (``Max(0, x) + log1p(exp(-|x|))`` at 0): there the value is the limit from both sides,
-    where they agree, and None (a kink: not judged) where they do not."""
-    if at_branch:
-        delta = mpmath.mpf(10) ** -40 * max(1, abs(float(p)))
-        a, b = _value(f, p - delta), _value(f, p + delta)
-        if a is None or b is None or abs(a - b) > mpmath.mpf(10) ** -30 * max(1, abs(a)):
-            return None
-        return (a + b) / 2
-    try:
-        v = f(mpmath.mpf(p) if isinstance(p, mpmath.mpf) else mpmath.mpf(float(p)))
-    except (ZeroDivisionError, ValueError, TypeError):
+    """The exact value at p (an mpf), or None where it is undefined (a nan, a pole, a kink,
+    an argument mpmath cannot take). At a branch point the closed form's pieces may disagree
+    about a derivative that exists (``Max(0, x) + log1p(exp(-|x|))`` at 0): there the value
+    at p is kept where it agrees with the limits from both sides, the limit taken where only
+    the sides agree, and None (a kink: not judged) where they do not."""
+    v = _at(f, mpmath.mpf(float(p)))
+    if not at_branch:
+        return v
+    delta = mpmath.mpf(10) ** -45 * max(1, abs(float(p)))
+    a, b = _at(f, mpmath.mpf(float(p)) - delta), _at(f, mpmath.mpf(float(p)) + delta)
+    if a is None or b is None:
+        return v
+    tol = mpmath.mpf(10) ** -30 * max(1, abs(a))
+    if abs(a - b) > tol:
         return None
-    v = mpmath.mpmathify(v)
-    if isinstance(v, mpmath.mpc):
-        return None if v.imag != 0 else v.real
-    return None if mpmath.isnan(v) else v
+    return v if v is not None and abs(v - a) <= tol else (a + b) / 2
+
+
+def _at(f, p):
+    """``f(p)`` exactly enough: evaluated at 50 digits and again at more, the precision doubled
+    (to :data:`MAX_DPS`) until two evaluations agree to 40 digits (a cancellation such as
+    ``2 - erfc(-11)`` loses what 50 digits hold; a 0 is trusted only at the most digits); None
+    where they never agree, or f is undefined."""
+    dps, previous = 50, None
+    while dps <= MAX_DPS:
+        with mpmath.workdps(dps):
+            try:
+                v = mpmath.mpmathify(f(mpmath.mpf(p)))
+            except (ZeroDivisionError, ValueError, TypeError, OverflowError):
+                return None
+            if isinstance(v, mpmath.mpc):
+                if v.imag != 0:
+                    return None
+                v = v.real
+            if mpmath.isnan(v):
+                return None
+        agree = previous is not None and abs(v - previous) <= mpmath.mpf(10) ** -40 * abs(v)
+        if agree and (v != 0 or dps >= MAX_DPS):  # a 0 may be all a cancellation left
+            return v
+        previous, dps = v, 2 * dps if previous is not None else 80
+    return previous if previous == 0 else None
 
 
 def _judge(jax_v: float, e, de, p, finfo, bar: float, atol: float):

@@ -46,7 +46,7 @@ def run_page(name: str, tmp_path: Path, env: dict | None = None) -> str:
 
 # -- every example of every page runs in one of the tests below ----------------------------------
 
-RUN = {"lecture.md", "checking.md", "locate.md", "training.md", "devices.md"}
+RUN = {"lecture.md", "checking.md", "locate.md", "training.md", "devices.md", "symbolic.md"}
 
 
 def test_every_page_with_python_examples_has_them_run():
@@ -92,6 +92,12 @@ def test_locate_page_names_the_rule_its_argument_and_its_lines(tmp_path):
     culprit = re.search(r"  (scaled_tanh \(custom_vjp.*)", page).group(1)
     assert culprit.replace("model.py", "<string>") in out, out
     assert "3 FAILED" in out and out.count("(custom_vjp, reverse)") == 1
+
+
+def test_symbolic_page_prints_the_closed_form_it_shows(tmp_path):
+    out = run_page("symbolic.md", tmp_path)
+    shown = re.search(r"it prints `(.*?)`", (DOCS / "symbolic.md").read_text()).group(1)
+    assert shown in out, out
 
 
 def test_training_page_trains_saves_and_loads(tmp_path):

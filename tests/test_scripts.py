@@ -260,3 +260,17 @@ def test_lax_suite_passes_right_ops_and_catches_their_plants():
     assert "false failures: 0 of 6 checks of right ops" in r.stdout  # three checkers
     assert "plants missed or mislocated: 0 of 18" in r.stdout
     assert "locate: 0 false of 2, 0 plants missed of 6" in r.stdout
+
+
+def test_symbolic_table_measures_and_names_where_accuracy_is_lost(tmp_path):
+    out = tmp_path / "t.json"
+    r = _run("scripts/symbolic_table.py", "--only", "relu,sigmoid", "--dtypes", "float32",
+             "--json", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = {line.split()[0]: line for line in r.stdout.splitlines() if line.strip()}
+    assert " ok" in lines["relu"] and "FAILED" in lines["sigmoid"]
+    assert "d1 16.71: jax 0, exact 5.5416976" in lines["sigmoid"]  # grad(sigmoid)(16.7) == 0
+    rows = json.loads(out.read_text())
+    assert [(row["function"], row["ok"]) for row in rows] == [("relu", True), ("sigmoid", False)]
+    r = _run("scripts/symbolic_table.py", "--only", "nope")
+    assert r.returncode == 2 and "unknown functions" in r.stderr
