@@ -131,7 +131,7 @@ class LocateReport:
         )
 
 
-def _ratio(r) -> float:
+def ratio(r) -> float:
     if r.tolerance > 0:
         return r.error / r.tolerance
     return np.inf if r.error > 0 else 0.0

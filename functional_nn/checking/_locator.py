@@ -43,12 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_nn.checking._locate_report import Culprit, LocateReport, _ratio
+from functional_nn.checking._locate_report import Culprit, LocateReport, ratio
 from functional_nn.checking._progress import Progress
 from functional_nn.program._reader import Split, trace
 from functional_nn.program._units import Unit, Walk
 
-_DOORS: dict[str, Callable] = {}
+DOORS: dict[str, Callable] = {}
 """The front doors, registered by :func:`locating` as their modules load: ``locate`` checks
 a unit with them without importing them (the front doors never import each other)."""
 
@@ -93,7 +93,7 @@ def locate(
     >>> [(c.name, c.argument) for c in report.culprits]
     [('double', 0)]
     """
-    check_grad, check_jvp = _DOORS["grad"], _DOORS["jvp"]
+    check_grad, check_jvp = DOORS["grad"], DOORS["jvp"]
     if cotangent not in ("program", "random"):
         raise ValueError(f"locate: cotangent must be 'program' or 'random'; got {cotangent!r}")
     if primitives not in (True, False, "auto"):
@@ -195,10 +195,10 @@ def _per_site(culprits: list[Culprit], sites: dict) -> list[Culprit]:
         groups.setdefault((c.name, c.kind, c.where, c.calls, c.argument, c.mode), []).append(c)
     out = []
     for key, group in groups.items():
-        worst = max(group, key=_ratio)
+        worst = max(group, key=ratio)
         checked = sites[(key[0], key[1], key[2], key[3][1:-1])] + 1
         out.append(dataclasses.replace(worst, failed=len(group), checked=checked))
-    return sorted(out, key=lambda c: -_ratio(c))
+    return sorted(out, key=lambda c: -ratio(c))
 
 
 def _floating(s) -> bool:
@@ -281,7 +281,7 @@ def _rows(report, mode: str) -> list[dict]:
     for arg in sorted(by_arg):
         rows = by_arg[arg]
         failed = [r for r in rows if r.status == "fail"]
-        pick = max(failed, key=_ratio) if failed else rows[0]
+        pick = max(failed, key=ratio) if failed else rows[0]
         status = "fail" if failed else ("kink" if any(r.status == "kink" for r in rows) else "pass")
         out.append({"argument": arg, "mode": mode, "status": status, "error": float(pick.error),
                     "tolerance": float(pick.tolerance)})  # fmt: skip

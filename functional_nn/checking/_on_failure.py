@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_nn.checking._directions import host_rng
-from functional_nn.checking._locator import _DOORS, LocateReport, locate
+from functional_nn.checking._locator import DOORS, LocateReport, locate
 
 
 def locating(kind: str) -> Callable:
@@ -42,7 +42,7 @@ def locating(kind: str) -> Callable:
                 report.description += f"; locate could not run: {type(err).__name__}: {err}"
             return report
 
-        _DOORS[kind] = door
+        DOORS[kind] = door
         return door
 
     return wrap

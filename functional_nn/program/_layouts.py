@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from functional_nn.program._reader import _open
+from functional_nn.program._reader import open_jaxpr
 
 CUSTOM_VJP = ("custom_vjp_call", "custom_vjp_call_jaxpr")
 CUSTOM_JVP = ("custom_jvp_call",)
@@ -81,7 +81,7 @@ def names(eqn, kind: str) -> tuple[str, str | None]:
         return eqn.primitive.name, None
     params = eqn.params
     primal = params.get("call_jaxpr", params.get("fun_jaxpr"))
-    name, defined = _src(getattr(_open(primal), "debug_info", None))
+    name, defined = _src(getattr(open_jaxpr(primal), "debug_info", None))
     rule = (
         params.get("bwd")
         if kind == "custom_vjp"

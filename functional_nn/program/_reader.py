@@ -89,13 +89,13 @@ def sub_jaxprs(params: dict) -> Iterator[tuple[str, Any]]:
                     yield f"{name}[{i}]", v
 
 
-def _open(j) -> jcore.Jaxpr:
+def open_jaxpr(j) -> jcore.Jaxpr:
     return j.jaxpr if isinstance(j, jcore.ClosedJaxpr) else j
 
 
 def equations(jaxpr) -> Iterator:
     """Every equation of a program, those inside its sub-programs included (depth first)."""
-    for eqn in _open(jaxpr).eqns:
+    for eqn in open_jaxpr(jaxpr).eqns:
         yield eqn
         for _, sub in sub_jaxprs(eqn.params):
             yield from equations(sub)

@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from functional_nn.program import _layouts as layouts
+import functional_nn.program._layouts as layouts
 from functional_nn.program._float64 import CALLS, CHECKPOINTS, _bind, _closed
-from functional_nn.program._reader import _open, source_line, sub_jaxprs
+from functional_nn.program._reader import open_jaxpr, source_line, sub_jaxprs
 
 SAMPLE = 4
 """Iterations of a loop at which a unit inside it is recorded (all of a shorter loop)."""
@@ -81,7 +81,7 @@ class Unit:
 def holds_unit(jaxpr) -> bool:
     """Whether a program holds a unit (outside custom rules' primals); asked once per
     program, not at every equation of every loop iteration."""
-    for eqn in _open(jaxpr).eqns:
+    for eqn in open_jaxpr(jaxpr).eqns:
         if eqn.primitive.name in layouts.UNIT_PRIMITIVES or layouts.looks_like_rule(eqn.params):
             return True
         if any(holds_unit(sub) for _, sub in sub_jaxprs(eqn.params)):

@@ -6,20 +6,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import source_lines
 from jax.experimental import pallas as pl
 
 from functional_nn import GradientMismatch, check_grad, check_vjp, locate
 
-HERE = __file__.rsplit("/", 1)[-1]
-
 
 def line_of(marker: str) -> str:
-    """``"test_locate.py:N"`` of the line of this file that ends with ``marker``."""
-    with open(__file__) as fh:
-        for n, text in enumerate(fh, 1):
-            if text.rstrip().endswith(marker) and "line_of(" not in text:
-                return f"{HERE}:{n}"
-    raise AssertionError(marker)
+    return source_lines.line_of(__file__, marker)
 
 
 def scaled_tanh_rule(scale, above=None):

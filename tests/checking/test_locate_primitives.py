@@ -5,20 +5,15 @@ check_vjp located along its own cotangent. The oracle is each unit's own primal,
 import jax
 import jax.numpy as jnp
 import pytest
+import source_lines
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from functional_nn import check_grad, check_vjp, locate
 
-HERE = __file__.rsplit("/", 1)[-1]
-
 
 def line_of(marker: str) -> str:
-    with open(__file__) as fh:
-        for n, text in enumerate(fh, 1):
-            if text.rstrip().endswith(marker) and "line_of(" not in text:
-                return f"{HERE}:{n}"
-    raise AssertionError(marker)
+    return source_lines.line_of(__file__, marker)
 
 
 def user_primitive(name: str, factor: float) -> Primitive:
