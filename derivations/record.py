@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import sympy as sp
 
-from derivations import activations, chain_rule, collapse, logistic, losses, networks
+from derivations import activations, chain_rule, collapse, library_forms, logistic, losses, networks
 
-__all__ = ["render"]
+__all__ = ["TABLES", "render"]
+
+TABLES = "## Their accuracy in ULPs"
+"""The heading of the measured section: what precedes it is exact (``derive.py --check``)."""
 
 
 def _tex(e) -> str:
@@ -32,8 +35,9 @@ def _identity_rows(identities) -> list[str]:
     return lines
 
 
-def render() -> str:
-    """The whole record as Markdown with LaTeX that GitHub renders."""
+def render(tables: bool = True) -> str:
+    """The whole record as Markdown with LaTeX that GitHub renders; without ``tables``, the
+    exact part alone (everything before :data:`TABLES`)."""
     out = [
         "# Derivations",
         "",
@@ -129,4 +133,54 @@ def render() -> str:
         f"{len(net.params)} entries: {'proved' if delta_ok else 'NOT PROVED'}.",
         "",
     ]
-    return "\n".join(out)
+    out += _read_rows()
+    return "\n".join(out + (_ulp_rows() if tables else []))
+
+
+def _read_rows() -> list[str]:
+    """The lecture's functions read from the library's code, proved per branch; ULP tables."""
+    out = [
+        "## Read from the library's code",
+        "",
+        "`fnn.symbolic` reads each function's JAX program into a closed form (the stable forms'",
+        "branches as `Piecewise`); each branch minus the hand-written form simplifies to 0",
+        "(`derivations/library_forms.py`; a branch decided by a label `y = c` takes the",
+        "hand-written form at `y = c` too).",
+        "",
+    ]
+    for form in library_forms.READ:
+        proofs = library_forms.prove(form)
+        said = ", ".join(f"{_tex(c)}: {'proved' if d == 0 else 'NOT PROVED'}" for c, d in proofs)
+        out += [
+            f"### {form.name}",
+            "",
+            f"Read from `{form.checks}`. Branches: {said}.",
+            "",
+            "$$",
+            f"{_tex(form.read)} = {_tex(form.hand)}",
+            "$$",
+            "",
+        ]
+    return out
+
+
+def _ulp_rows() -> list[str]:
+    """check_symbolic's tables: measured, so their last digits depend on the JAX build."""
+    import jax
+
+    out = [
+        TABLES,
+        "",
+        f"Measured with jax {jax.__version__} on {jax.default_backend()}; the last digits move",
+        "between JAX versions and XLA builds, so `derive.py --check` compares everything above",
+        "this section exactly and these tables by their ranges and verdicts.",
+        "",
+        "`fnn.check_symbolic` of each as a function of one real (value and `jax.grad`), in float32",
+        "and float64, against the exact derivatives of the closed form read from its program",
+        "(mpmath at 50 digits and more; docs/symbolic.md says how points, ranges and the bar are",
+        "chosen).",
+        "",
+    ]
+    for (name, dtype), report in library_forms.ulp_reports().items():
+        out += [f"### {name}, {dtype}", "", "```", str(report), "```", ""]
+    return out

@@ -49,7 +49,44 @@ def test_bce_logits_grad_is_sigmoid_minus_y_and_matches_autodiff(key):
     y = jax.random.uniform(jax.random.key(1), z.shape)  # soft labels are allowed
     expected = jax.grad(lambda a: jnp.sum(bce.logits_value(a, y)))(z)
     np.testing.assert_allclose(bce.logits_grad(z, y), expected, rtol=1e-13, atol=1e-300)
-    np.testing.assert_allclose(bce.logits_grad(z, y), sigmoid(z) - y, rtol=0)
+    np.testing.assert_allclose(bce.logits_grad(z, y), sigmoid(z) - y, rtol=1e-13, atol=1e-16)
+
+
+def _exact_bce_on_logits(z, y):
+    """mpmath at 50 digits: softplus(z) - y z and sigma(z) - y, the float inputs taken exactly."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        z, y = mpmath.mpf(float(z)), mpmath.mpf(float(y))
+        return float(mpmath.log1p(mpmath.exp(z)) - y * z), float(1 / (1 + mpmath.exp(-z)) - y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bce_on_logits_keeps_the_small_loss_of_a_confident_right_logit(dtype):
+    """softplus(z) - y z rounded the loss of z = 20, y = 1 (about 2e-9) to 0 in float32, and
+    sigma(z) - y its gradient: both are now within a few ulp of the exact values."""
+    for z, y in [(20.0, 1.0), (-20.0, 0.0), (15.0, 1.0), (60.0, 1.0), (-3.0, 1.0), (2.0, 0.3)]:
+        value, grad = _exact_bce_on_logits(z, y)
+        zs, ys = jnp.full((1, 1), z, dtype), jnp.full((1, 1), y, dtype)
+        got_value = float(bce.logits_value(zs, ys)[0])
+        autodiff = jax.grad(lambda a, ys=ys: bce.logits_value(a, ys).sum())(zs)
+        got_grads = [float(bce.logits_grad(zs, ys)[0, 0]), float(autodiff[0, 0])]
+        rtol = 8 * float(jnp.finfo(dtype).eps)
+        np.testing.assert_allclose(got_value, value, rtol=rtol, err_msg=f"value at z={z}, y={y}")
+        np.testing.assert_allclose(got_grads, [grad, grad], rtol=rtol, err_msg=f"z={z}, y={y}")
+
+
+def test_bce_and_cross_entropy_have_finite_gradients_at_a_certain_right_prediction():
+    """0 log 0 = 0 with the exact derivative: at y_hat = y = 1, dJ/dy_hat = -1/y_hat = -1 (and
+    1/(1 - y_hat) = 1 at y_hat = y = 0); xlogy's rule gave 0/0 = nan there."""
+    one, zero = jnp.ones((1, 1)), jnp.zeros((1, 1))
+    for y_hat, y, exact in [(one, one, -1.0), (zero, zero, 1.0)]:
+        autodiff = jax.grad(lambda a, y=y: bce.value(a, y).sum())(y_hat)
+        assert float(autodiff[0, 0]) == float(bce.grad(y_hat, y)[0, 0]) == exact
+        assert float(bce.value(y_hat, y)[0]) == 0.0
+    y_hat, y = jnp.array([[1.0, 0.0]]), jnp.array([[1.0, 0.0]])
+    autodiff = jax.grad(lambda a: cross_entropy.value(a, y).sum())(y_hat)
+    assert autodiff.tolist() == cross_entropy.grad(y_hat, y).tolist() == [[-1.0, 0.0]]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
