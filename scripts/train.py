@@ -5,6 +5,14 @@
     python scripts/train.py --dataset breast_cancer --sizes 30,16,1 --hidden relu \\
         --optimizer adam --lr 1e-3 --steps 2000 --batch-size 64 --seed 0 \\
         --gradient backprop --save model.npz --plot loss.png
+    python scripts/train.py --processes 2                     # 2 processes, jax.distributed
+
+``--processes N`` starts N copies of this script on this host, as ``torchrun`` does, joined by
+``jax.distributed.initialize`` (coordinator 127.0.0.1, a free port; gloo collectives on CPU):
+each process holds its own share of the training samples (a global array built with
+``jax.make_array_from_process_local_data``), ``fit`` trains data-parallel over every device of
+every process, process 0 prints, saves and plots. On a cluster, start one process per host
+yourself with the coordinator's address (docs/devices.md).
 
 The output activation and the loss follow the task: sigmoid and BCE (binary), softmax and
 cross-entropy (digits), identity and MSE (regression).
@@ -19,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +42,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 import functional_nn as fnn
 from functional_nn.compilation_cache import use_persistent_cache
 from functional_nn.data import SHAPES
-from functional_nn.parallel import data_mesh
+from functional_nn.parallel import data_mesh, sample_sharding
 
 TASKS = {
     "binary": ("sigmoid", "bce"),
@@ -71,6 +81,13 @@ def parse_args(argv):
     p.add_argument("--devices", type=int, default=1,
                    help="data parallel over this many devices (simulate CPU devices with\n"
                         "XLA_FLAGS=--xla_force_host_platform_device_count=N)")  # fmt: skip
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="start this many processes on this host (jax.distributed), each with\n"
+        "its share of the samples, data parallel over all their devices",
+    )
     p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz)")
     p.add_argument("--plot", metavar="PATH", help="write the loss curve (.png)")
     args = p.parse_args(argv)
@@ -100,6 +117,13 @@ def parse_args(argv):
         p.error(f"--seed must be >= 0; got {args.seed}")
     if args.devices < 1:
         p.error(f"--devices must be >= 1; got {args.devices}")
+    if args.processes < 1:
+        p.error(f"--processes must be >= 1; got {args.processes}")
+    if args.processes > 1 and args.devices > 1:
+        p.error("--processes uses every device of every process; leave --devices out")
+    if args.processes > 1 and args.batch_size % jax.device_count():
+        p.error(f"--batch-size {args.batch_size} does not divide by the {jax.device_count()} "
+                f"devices of the {args.processes} processes")  # fmt: skip
     available = len(jax.devices())
     if not 1 <= args.devices <= available:
         flag = f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}"
@@ -152,10 +176,61 @@ def metrics(task, net, params, x, y) -> dict:
     return {"R2": r2, "RMSE": rmse}
 
 
+JOIN = ("FNN_COORDINATOR", "FNN_PROCESSES", "FNN_PROCESS_ID")
+"""What the launcher tells each process it starts (``--processes``)."""
+
+
+def launch(n: int, argv: list[str]) -> int:
+    """Start ``n`` copies of this script joined through a coordinator on this host; the first
+    to fail stops the others (they would wait for it in a collective). Returns the exit code:
+    0 when all succeed, else the first failure's."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, *argv],
+            env={**os.environ, JOIN[0]: f"127.0.0.1:{port}", JOIN[1]: str(n), JOIN[2]: str(i)},
+        )  # fmt: skip
+        for i in range(n)
+    ]
+    code = 0
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            if failed:
+                code = failed[0]
+                break
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        code = 130
+    for p in procs:
+        if p.poll() is None:
+            p.terminate() if code else p.wait()
+        p.wait()
+    return code or next((p.returncode for p in procs if p.returncode), 0)
+
+
+def join() -> None:
+    """In a process the launcher started: join the others before anything touches a device."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(os.environ[JOIN[0]], num_processes=int(os.environ[JOIN[1]]),
+                               process_id=int(os.environ[JOIN[2]]))  # fmt: skip
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if JOIN[2] in os.environ:
+        join()
+    else:
+        asked = argparse.ArgumentParser(add_help=False)
+        asked.add_argument("--processes", type=int, default=1)
+        n = asked.parse_known_args(argv)[0].processes
+        if n > 1:
+            return launch(n, argv)
     parser, args = parse_args(argv)
     use_persistent_cache()  # a second run of the same configuration compiles nothing
-    console = Console()
+    console = Console(quiet=jax.process_index() != 0)  # process 0 speaks for all
     task = fnn.DATASETS[args.dataset]
     output, loss = TASKS[task]
     net = fnn.Network(args.sizes, hidden=args.hidden, output=output)
@@ -166,21 +241,30 @@ def main(argv=None) -> int:
                      f"{args.dataset}; use at most {N}, or 0 for full batch")  # fmt: skip
     batch = None if args.batch_size == 0 else args.batch_size
     mesh = None
-    if args.devices > 1:
-        mesh = data_mesh(jax.devices()[: args.devices])
+    devices = jax.device_count() if args.processes > 1 else args.devices
+    if devices > 1:
+        mesh = data_mesh(jax.devices()[:devices])
         N = ds.x_train.shape[0]
-        if N % args.devices:  # the training set is split along samples: evenly, or not at all
-            n = N - N % args.devices
+        if N % devices:  # the training set is split along samples: evenly, or not at all
+            n = N - N % devices
             ds = ds._replace(x_train=ds.x_train[:n], y_train=ds.y_train[:n])
-            console.print(f"{args.devices} devices: the first {n} of {N} training samples "
+            console.print(f"{devices} devices: the first {n} of {N} training samples "
                           "(a multiple of the device count)")  # fmt: skip
+    x_train, y_train = ds.x_train, ds.y_train
+    if args.processes > 1:  # each process holds its own share: global arrays, never gathered
+        i, N = jax.process_index(), x_train.shape[0]
+        mine = slice(i * N // args.processes, (i + 1) * N // args.processes)
+        x_train, y_train = (jax.make_array_from_process_local_data(sample_sharding(mesh),
+                                                                   np.asarray(a[mine]))
+                            for a in (ds.x_train, ds.y_train))  # fmt: skip
     k_init, k_shuffle = jax.random.split(jax.random.key(args.seed))
     params = net.init(k_init)
     console.print(
         f"{args.dataset} ({task}): {ds.x_train.shape[0]} train, {ds.x_test.shape[0]} test; "
         f"network {'-'.join(map(str, net.sizes))} {net.hidden}/{net.output}, loss {loss}, "
         f"P={net.num_params()}, {args.optimizer} lr={args.lr}, gradient={args.gradient}, "
-        f"{args.devices} {jax.devices()[0].platform} device(s)"
+        f"{devices} {jax.devices()[0].platform} device(s)"
+        + (f" in {args.processes} processes" if args.processes > 1 else "")
     )
     columns = [TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn()]  # fmt: skip
@@ -193,7 +277,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         try:
             params, history = fnn.fit(
-                net, loss, params, ds.x_train, ds.y_train,
+                net, loss, params, x_train, y_train,
                 optimizer=OPTIMIZERS[args.optimizer](args.lr), steps=args.steps,
                 batch_size=batch, key=k_shuffle, gradient=GRADIENTS[args.gradient],
                 reduction=args.reduction, weight_decay=args.weight_decay,
@@ -215,6 +299,7 @@ def main(argv=None) -> int:
         console.print(f"interrupted after {history.steps} of {args.steps} steps; keeping them")
         if not history.steps:
             return 130
+    params = jax.tree_util.tree_map(np.asarray, params)  # replicated: every process holds it
     train, test = (
         metrics(task, net, params, ds.x_train, ds.y_train),
         metrics(task, net, params, ds.x_test, ds.y_test),
@@ -228,7 +313,7 @@ def main(argv=None) -> int:
     if args.save:
         path = fnn.save(args.save, net, params)
         console.print(f"wrote {path}")
-    if args.plot:
+    if args.plot and jax.process_index() == 0:
         import matplotlib
 
         matplotlib.use("Agg")

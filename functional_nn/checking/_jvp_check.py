@@ -52,6 +52,7 @@ from functional_nn.checking._references import (
     check_dtype,
     exact_jvps,
 )
+from functional_nn.checking._sharded_check import is_sharded, sharded_check_map
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
 from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._estimates import ROUNDING
@@ -115,6 +116,10 @@ def check_jvp(
     True
     """
     where = "check_jvp"
+    if is_sharded(primals):  # split over devices or processes: never gathered
+        if pattern is not None:
+            raise ValueError(f"{where}: pattern= is not taken when leaves are sharded")
+        return sharded_check_map("jvp", g, primals, jvp, k, key, where)
     held = hold(primals, where, "primals")
     jvp_user = jvp
     if held.paths:  # check the inexact-array leaves, the rest held fixed

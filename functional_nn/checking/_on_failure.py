@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from functional_nn.checking._directions import host_rng
 from functional_nn.checking._locator import DOORS, LocateReport, locate
+from functional_nn.checking._sharded_check import is_sharded
 
 
 def locating(kind: str) -> Callable:
@@ -29,6 +30,11 @@ def locating(kind: str) -> Callable:
         def door(f, params, *args, **kw):
             report = front(f, params, *args, **kw)  # its own ``locate`` parameter: unused
             if report.ok or not kw.get("locate", True):
+                return report
+            if is_sharded(params):
+                report.description += (
+                    "; not located: locate reads units on the host, and the leaves are sharded"
+                )
                 return report
             if (args[0] if args else kw.get(own)) is not None:
                 report.description += (

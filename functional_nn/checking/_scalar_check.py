@@ -1,10 +1,9 @@
-r"""``check_grad`` and ``check_vjp``: every check of the engine, for any function of any pytree.
+r"""``check_grad``: every check of the engine, for a scalar function of any pytree.
 
 Research code is not a :class:`~functional_nn.Network`: a layer of its own, a loss, a
 ``jax.custom_vjp`` rule, a gradient derived by hand. These front doors check it with the
-engine that :func:`~functional_nn.check_gradients` uses, and return the same
-:class:`~functional_nn.GradCheckReport`, so ``fnn.check_grad(f, p).raise_if_failed()`` is one
-line in a test.
+engine that :func:`~functional_nn.check_gradients` uses, and return its report:
+``fnn.check_grad(f, p).raise_if_failed()`` is one line in a test.
 
 - **Per leaf, always.** Every verdict is a row per leaf of ``params``: a wrong leaf is named,
   and a small leaf is not swamped by a large one. Up to
@@ -20,10 +19,8 @@ line in a test.
   slope 2, a wrong one slope 1 (:func:`~functional_nn.observed_order`). It needs no step
   size; the entry comparison stands beside it, since one random direction can miss a 5%
   error in one entry.
-- **VJPs** (``check_vjp``): the dot-product test :math:`\langle w, J v\rangle =
-  \langle \mathrm{vjp}(w), v\rangle` for random cotangents and tangents per leaf, every entry
-  of :math:`\mathrm{vjp}(w)` against :math:`w^\top J`, a zero cotangent giving zero, and
-  cotangents batched with ``vmap`` equal to the loop.
+- **Sharded leaves** (split over devices or processes): checked where they live, never
+  gathered (:mod:`~functional_nn.checking._sharded_check`). ``check_vjp``: ``_vjp_check.py``.
 - **Second order** (``order=2``): Hessian-vector products of the checked gradient,
   ``jax.jvp(grad, (params,), (v,))``, against differences of the gradient along ``v``.
 - **Kinks**: ``pattern`` (params -> bool array) marks the steps that change it; those entries
@@ -71,6 +68,7 @@ from functional_nn.checking._references import (
     jitted,
 )
 from functional_nn.checking._screen import screen_grad, screen_note, screening
+from functional_nn.checking._sharded_check import is_sharded, sharded_check_grad
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
 from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._eps import observed_order, order_points
@@ -176,6 +174,9 @@ def check_grad(
     [("['b']", 'pass'), ("['w']", 'fail')]
     """
     where = "check_grad"
+    if is_sharded(params):  # leaves split over devices or processes: never gathered
+        return sharded_check_grad(f, params, grad, k, key, where, pattern=pattern,
+                                  order=order, baseline=baseline)  # fmt: skip
     held = hold(params, where)
     if held.paths:  # check the inexact-array leaves, the rest held fixed
         f, pattern, grad_user, params = through(held, f), through(held, pattern), grad, held.tree

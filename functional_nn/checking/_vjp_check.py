@@ -66,6 +66,7 @@ from functional_nn.checking._references import (
     exact_jvps,
     jitted,
 )
+from functional_nn.checking._sharded_check import is_sharded, sharded_check_map
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
 from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._estimates import ROUNDING
@@ -125,6 +126,10 @@ def check_vjp(
     True
     """
     where = "check_vjp"
+    if is_sharded(primals):  # split over devices or processes: never gathered
+        if pattern is not None:
+            raise ValueError(f"{where}: pattern= is not taken when leaves are sharded")
+        return sharded_check_map("vjp", g, primals, vjp, k, key, where)
     held = hold(primals, where, "primals")
     if held.paths:  # check the inexact-array leaves, the rest held fixed
         g, pattern, vjp_user, primals = through(held, g), through(held, pattern), vjp, held.tree

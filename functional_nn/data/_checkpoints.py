@@ -39,7 +39,9 @@ def save(path: str | os.PathLike, net: Network, params: Params) -> Path:
     """Write ``net`` and ``params`` to ``path`` (a ``.npz``), atomically.
 
     Returns:
-        the path written.
+        the path written. Across processes (``jax.distributed``) process 0 alone writes, and
+        every process returns once the file is written (a barrier), so each can ``load`` it;
+        ``params`` must then be replicated (as :func:`~functional_nn.fit` returns them).
 
     Raises:
         ValueError: ``params`` do not fit ``net`` (shapes, a dtype that is not floating, a
@@ -68,6 +70,19 @@ def save(path: str | os.PathLike, net: Network, params: Params) -> Path:
         for name, a in ((f"W{l}", W), (f"b{l}", b)):
             if a is not None:
                 arrays.update(_encode(name, np.asarray(a)))
+    if jax.process_count() > 1:  # one writer; every process returns once the file is there
+        from jax.experimental import multihost_utils
+
+        if jax.process_index() == 0:
+            _write(path, folder, arrays)
+        multihost_utils.sync_global_devices(f"functional_nn.save {path}")
+        return path
+    _write(path, folder, arrays)
+    return path
+
+
+def _write(path: Path, folder: Path, arrays: dict) -> None:
+    """The file, atomically: a temporary file in the same folder, synced, renamed."""
     mode = path.stat().st_mode & 0o7777 if path.is_file() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
@@ -82,7 +97,6 @@ def save(path: str | os.PathLike, net: Network, params: Params) -> Path:
             os.remove(tmp)
         raise
     _fsync_folder(folder)
-    return path
 
 
 def _umask() -> int:

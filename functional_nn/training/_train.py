@@ -39,7 +39,14 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from functional_nn._util._devices import auto_mesh, check_divisible, replicated, sample_sharding
+from functional_nn._util._devices import (
+    auto_mesh,
+    check_divisible,
+    global_replicated,
+    global_samples,
+    replicated,
+    sample_sharding,
+)
 from functional_nn._util._validation import check_array, check_int, check_key, check_real
 from functional_nn.lecture._cost import prepare
 from functional_nn.lecture._gradients import backprop
@@ -276,15 +283,18 @@ def fit(
     else:
         samples = everywhere = None
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
-    x, y, x_val, y_val = jax.device_put((x, y, x_val, y_val), samples)
+    x, y, x_val, y_val = (global_samples(a, samples, name, "fit") for a, name in
+                          ((x, "x"), (y, "y"), (x_val, "x_val"), (y_val, "y_val")))  # fmt: skip
     numbers = (
         jax.random.key(0) if key is None else key,
         np.int32(steps),
         np.asarray(weight_decay, dtype),
         np.int32(patience or 0),
     )
-    data = Data(x, y, x_val, y_val, *jax.device_put(numbers, everywhere))
-    params = jax.device_put(params, everywhere)
+    numbers = global_replicated(numbers, everywhere, "the key, steps, weight_decay or patience",
+                                "fit")  # fmt: skip
+    data = Data(x, y, x_val, y_val, *numbers)
+    params = global_replicated(params, everywhere, "params", "fit")
 
     config = Config(net, loss, optimizer, gradient, reduction, batch_size, weight_decay > 0,
                      x_val is not None, patience is not None, chunk_size, mesh)  # fmt: skip
@@ -329,7 +339,7 @@ def fit(
         final, best_step = programs.finish(state, data)
     elif status == NON_FINITE:  # the parameters of step done - 1, recomputed from an anchor
         anchor, first = failed
-        end = jax.device_put(np.int32(max(done - 1, 0)), everywhere)
+        end = global_replicated(np.int32(max(done - 1, 0)), everywhere, "the last step", "fit")
         final = programs.run(anchor, data._replace(steps=end))[0].params
     else:
         final = state.params
