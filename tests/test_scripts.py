@@ -7,11 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import jax
-import numpy as np
 import pytest
-
-import functional_nn as fnn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -278,24 +274,3 @@ def test_symbolic_table_measures_and_names_where_accuracy_is_lost(tmp_path):
     assert [(row["function"], row["ok"]) for row in rows] == [("relu", True), ("sigmoid", False)]
     r = _run("scripts/symbolic_table.py", "--only", "nope")
     assert r.returncode == 2 and "unknown functions" in r.stderr
-
-
-@pytest.mark.heavy
-def test_train_with_two_processes_matches_one_process(tmp_path):
-    """--processes 2: two processes on this host joined by jax.distributed, each with half of
-    the samples; process 0 alone prints and saves, and the model is the one-process model
-    (float32, the gradient summed in another order)."""
-    common = ["--dataset", "xor", "--sizes", "2,8,1", "--hidden", "tanh", "--steps", "30"]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    two = _run("scripts/train.py", *common, "--processes", "2", "--save", str(tmp_path / "two.npz"),
-               env=env)  # fmt: skip
-    assert two.returncode == 0, two.stdout + two.stderr
-    assert "2 cpu device(s) in 2 processes" in two.stdout.replace("\n", " ")
-    assert two.stdout.count("final training loss") == 1 and two.stdout.count("wrote ") == 1
-    one = _run("scripts/train.py", *common, "--save", str(tmp_path / "one.npz"), env=env)
-    assert one.returncode == 0, one.stdout + one.stderr
-    a, b = (fnn.load(tmp_path / f"{n}.npz")[1] for n in ("two", "one"))
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
-    bad = _run("scripts/train.py", *common, "--processes", "2", "--devices", "2", env=env)
-    assert bad.returncode == 2 and "--processes uses every device" in bad.stderr
