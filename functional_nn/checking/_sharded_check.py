@@ -146,16 +146,22 @@ def sharded_check_grad(f: Callable, params: Any, grad: Callable | None, k: int, 
     start = time.perf_counter()
     g_leaves = jax.tree_util.tree_leaves(jax.jit(grad if grad is not None else jax.grad(f))(params))
     seconds = time.perf_counter() - start
-    if len(g_leaves) != len(leaves):
-        raise ValueError(f"{where}: the gradient has {len(g_leaves)} leaves; params has "
-                         f"{len(leaves)}")  # fmt: skip
+    candidate = _against(g_leaves, len(leaves), "the gradient", "params", where)
+    return _judged(f, params, candidate, k, key, where, "grad", seconds)
+
+
+def _against(g_leaves: list, n: int, what: str, tree: str, where: str) -> Callable:
+    """The candidate of leaf ``l``: :math:`\\langle g_l, v\\rangle` and its bound, for a
+    gradient (or a pulled-back cotangent) ``g_leaves`` of the ``n`` leaves."""
+    if len(g_leaves) != n:
+        raise ValueError(f"{where}: {what} has {len(g_leaves)} leaves; {tree} has {n}")
 
     def candidate(l: int):
         cand, bound = _dot_programs()
         return (lambda kj, lo, hi: cand(g_leaves[l], kj, lo, hi),
                 lambda kj, lo, hi: bound(g_leaves[l], kj, lo, hi))  # fmt: skip
 
-    return _judged(f, params, candidate, k, key, where, "grad", seconds)
+    return candidate
 
 
 def sharded_check_map(kind: str, g: Callable, primals: Any, rule: Callable | None, k: int, key,
@@ -187,16 +193,8 @@ def sharded_check_map(kind: str, g: Callable, primals: Any, rule: Callable | Non
     if kind == "vjp":
         ct = jax.tree_util.tree_map(lambda c, o: c.astype(o.dtype), cotangent, outs)
         pulled = rule(primals, ct) if rule is not None else jax.vjp(g, primals)[1](ct)[0]
-        g_leaves = jax.tree_util.tree_leaves(pulled)
-        if len(g_leaves) != len(leaves):
-            raise ValueError(f"{where}: the vjp has {len(g_leaves)} leaves; primals has "
-                             f"{len(leaves)}")  # fmt: skip
-
-        def pulled_dot(l: int):
-            cand, bound = _dot_programs()
-            return (lambda kj, lo, hi: cand(g_leaves[l], kj, lo, hi),
-                    lambda kj, lo, hi: bound(g_leaves[l], kj, lo, hi))  # fmt: skip
-
+        pulled_dot = _against(jax.tree_util.tree_leaves(pulled), len(leaves), "the vjp",
+                              "primals", where)  # fmt: skip
         seconds = time.perf_counter() - start
         return _judged(f, primals, pulled_dot, k, key, where, "vjp", seconds, (w,))
 
