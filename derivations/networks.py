@@ -1,7 +1,7 @@
 r"""Whole small networks (slides "Application to deep learning", "Gradient of W(l)"): every
 weight an explicit symbol, J and its gradient with respect to every parameter, the per-layer
-Jacobian factors as matrices with the shapes of DESIGN.md, and a symbolic proof that the
-delta-rule recursion equals the direct derivative.
+Jacobian factors as matrices with the shapes of the notation (docs/lecture.md, "Notation"),
+and a symbolic proof that the delta-rule recursion equals the direct derivative.
 
 Notation as in the library: ``W(l)`` is ``(H_l, H_{l-1})`` with entries ``w^{(l)}_{ij}``,
 ``b(l)`` is ``(H_l,)``, ``z(l) = W(l) h(l-1) + b(l)``, ``h(l) = act(z(l))``; ``w(l)`` is
@@ -107,8 +107,8 @@ def symbolic_network(sizes, hidden="sigmoid", output="sigmoid", bias=False, loss
 
 
 def jacobian_factors(net: SymbolicNetwork) -> dict:
-    """The lecture's factors as SymPy matrices (shapes of DESIGN.md), each the Jacobian of
-    its local function, evaluated at the forward pass."""
+    """The lecture's factors as SymPy matrices (shapes of docs/lecture.md, "Notation"), each
+    the Jacobian of its local function, evaluated at the forward pass."""
     L1 = len(net.sizes) - 1
     out = {}
     if net.fused:

@@ -8,10 +8,25 @@ configuration and imports neither sympy nor any plotting or CLI library.
 Every public name is here, as ``fnn.NAME``; each lives in the subpackage of its idea:
 ``lecture`` (the model and its hand-written gradients), ``differences`` (finite differences),
 ``checking`` (the checker), ``program`` (reading a function's program: ``promote``),
-``training`` and ``data``; ``_compile`` and ``_util`` serve them.
+``training`` and ``data``; ``_compile`` and ``_util`` serve them, and the few of their names
+that users call are here too: the device meshes (``data_mesh``, ``sample_sharding``,
+``replicated``, ``shard_batch``) and the compile settings (``use_persistent_cache``,
+``prefer_fast_compilation``, ``enable_executable_cache``, ``supported_xla_flags``,
+``supported_compile_options``). The module paths of release 0.1 that held them
+(``functional_nn.parallel``, ``.compilation_cache``, ``.executable_cache``, ``.gradcheck``,
+``.xla_options``) still import, with a ``DeprecationWarning`` (``_util/_moved.py``).
 """
 
+from functional_nn._compile import (
+    enable_executable_cache,
+    prefer_fast_compilation,
+    supported_compile_options,
+    supported_xla_flags,
+    use_persistent_cache,
+)
+from functional_nn._util import _moved, data_mesh, replicated, sample_sharding, shard_batch
 from functional_nn.checking import (
+    DIRECTIONAL_ABOVE,
     TOLERANCES,
     CheckRow,
     Culprit,
@@ -27,7 +42,9 @@ from functional_nn.checking import (
     check_vjp,
     compare_gradients,
     default_methods,
+    directional_derivatives,
     locate,
+    random_directions,
 )
 from functional_nn.data import DATASETS, Dataset, load, load_dataset, save
 from functional_nn.differences import (
@@ -77,9 +94,21 @@ from functional_nn.lecture import (
 from functional_nn.program import CannotPromote, promote
 from functional_nn.training import History, fit, gradient_descent, weight_penalty
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "DIRECTIONAL_ABOVE",
+    "data_mesh",
+    "directional_derivatives",
+    "enable_executable_cache",
+    "prefer_fast_compilation",
+    "random_directions",
+    "replicated",
+    "sample_sharding",
+    "shard_batch",
+    "supported_compile_options",
+    "supported_xla_flags",
+    "use_persistent_cache",
     "symbolic",
     "check_symbolic",
     "CannotPromote",
@@ -153,13 +182,17 @@ __all__ = [
 
 
 _WITH_SYMPY = {"symbolic": "derivations.closed_form", "check_symbolic": "derivations.ulp_accuracy"}
-"""Public names that live with SymPy in ``derivations/`` (DESIGN: importing ``functional_nn``
-imports no SymPy); ``fnn.NAME`` imports their module on first use."""
+"""Public names that live with SymPy in ``derivations/`` (importing ``functional_nn`` imports
+no SymPy: docs/layout.md); ``fnn.NAME`` imports their module on first use."""
+
+_moved.install()
 
 
 def __getattr__(name: str):
-    if name in _WITH_SYMPY:
-        import importlib
+    import importlib
 
+    if name in _WITH_SYMPY:
         return getattr(importlib.import_module(_WITH_SYMPY[name]), name)
+    if f"functional_nn.{name}" in _moved.MOVED:  # fnn.gradcheck: the old path, with its warning
+        return importlib.import_module(f"functional_nn.{name}")
     raise AttributeError(f"module 'functional_nn' has no attribute {name!r}")

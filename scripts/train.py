@@ -40,9 +40,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 import functional_nn as fnn
-from functional_nn.compilation_cache import use_persistent_cache
 from functional_nn.data import SHAPES
-from functional_nn.parallel import data_mesh, sample_sharding
 
 TASKS = {
     "binary": ("sigmoid", "bce"),
@@ -229,7 +227,7 @@ def main(argv=None) -> int:
         if n > 1:
             return launch(n, argv)
     parser, args = parse_args(argv)
-    use_persistent_cache()  # a second run of the same configuration compiles nothing
+    fnn.use_persistent_cache()  # a second run of the same configuration compiles nothing
     console = Console(quiet=jax.process_index() != 0)  # process 0 speaks for all
     task = fnn.DATASETS[args.dataset]
     output, loss = TASKS[task]
@@ -243,7 +241,7 @@ def main(argv=None) -> int:
     mesh = None
     devices = jax.device_count() if args.processes > 1 else args.devices
     if devices > 1:
-        mesh = data_mesh(jax.devices()[:devices])
+        mesh = fnn.data_mesh(jax.devices()[:devices])
         N = ds.x_train.shape[0]
         if N % devices:  # the training set is split along samples: evenly, or not at all
             n = N - N % devices
@@ -254,7 +252,7 @@ def main(argv=None) -> int:
     if args.processes > 1:  # each process holds its own share: global arrays, never gathered
         i, N = jax.process_index(), x_train.shape[0]
         mine = slice(i * N // args.processes, (i + 1) * N // args.processes)
-        x_train, y_train = (jax.make_array_from_process_local_data(sample_sharding(mesh),
+        x_train, y_train = (jax.make_array_from_process_local_data(fnn.sample_sharding(mesh),
                                                                    np.asarray(a[mine]))
                             for a in (ds.x_train, ds.y_train))  # fmt: skip
     k_init, k_shuffle = jax.random.split(jax.random.key(args.seed))

@@ -41,10 +41,6 @@ from rich.table import Table  # noqa: E402
 
 import functional_nn as fnn  # noqa: E402
 from derivations import MAX_PARAMS, sympy_gradient  # noqa: E402
-from functional_nn.compilation_cache import (  # noqa: E402
-    prefer_fast_compilation,
-    use_persistent_cache,
-)
 
 # the library's methods, and SymPy's closed forms (for networks of at most MAX_PARAMS)
 METHODS = {**fnn.default_methods(), "sympy": sympy_gradient}
@@ -137,8 +133,8 @@ def check_network(name, net, loss, seeds, batches, methods, directional=None):
 def _start_worker(executables: bool = True) -> None:
     """A process's settings, main's and each worker's (x64 is set at import): compiled programs
     kept on disk, and the checks' executables too unless ``--no-executable-cache``."""
-    use_persistent_cache(executables=executables)  # a second run neither traces nor compiles
-    prefer_fast_compilation()  # small programs, run a few times each
+    fnn.use_persistent_cache(executables=executables)  # a second run neither traces nor compiles
+    fnn.prefer_fast_compilation()  # small programs, run a few times each
 
 
 def _check_one(item, methods=None):

@@ -1,13 +1,15 @@
 """The package's layout: the promised names and paths import, imports run one way (checked by
 import-linter, which must also catch an upward import), and no module is named like a
-function it exports or grows past 400 lines."""
+function it exports; the top level holds only the subpackages, and the old paths warn."""
 
 import importlib
 import inspect
 import pkgutil
+import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -30,23 +32,28 @@ observed_order relu save sigmoid softmax softplus tanh weight_penalty""".split()
     + ["promote", "CannotPromote"]
     + ["locate", "LocateReport", "Culprit"]
     + ["symbolic", "check_symbolic"]
+    + ["data_mesh", "sample_sharding", "replicated", "shard_batch", "DIRECTIONAL_ABOVE"]
+    + ["directional_derivatives", "random_directions", "use_persistent_cache"]
+    + ["prefer_fast_compilation", "enable_executable_cache", "supported_xla_flags"]
+    + ["supported_compile_options"]
 )
 """``functional_nn.__all__`` as users' code imports it (the names before the layout change, and
 ``Progress``, what ``check_grad(callback=...)`` receives, added by issue 19; ``check_jvp`` by
 issue 20; ``TaylorLadder``, what ``GradCheckReport.taylor`` holds, by issue 21; ``promote`` and
 ``CannotPromote`` by issue 34; ``locate`` and its report by issue 35; ``symbolic`` and
 ``check_symbolic``, which live with SymPy in ``derivations/`` and are imported on first use, by
-issue 36)."""
+issue 36; the device meshes, the compile settings and the direction helpers, whose only
+public paths were alias modules, by issue 38)."""
 
-DOCUMENTED = {
+MOVED = {
     "functional_nn.compilation_cache": ["use_persistent_cache", "prefer_fast_compilation"],
-    "functional_nn.parallel": ["data_mesh"],
+    "functional_nn.parallel": ["data_mesh", "sample_sharding"],
     "functional_nn.gradcheck": ["DIRECTIONAL_ABOVE", "check_gradients", "TOLERANCES"],
-    "functional_nn.data": ["SHAPES", "load_dataset"],
-    "functional_nn.executable_cache": ["enable_executable_cache"],
+    "functional_nn.executable_cache": ["enable_executable_cache", "store"],
     "functional_nn.xla_options": ["supported_xla_flags", "supported_compile_options"],
 }
-"""Module paths the README documents (and issue 18 promised to keep)."""
+"""Module paths the README of release 0.1 documented (issue 18 promised to keep them); issue 38
+moved their names to public homes and keeps the paths for one release, with a warning."""
 
 SUBPACKAGES = [
     "lecture",
@@ -55,6 +62,7 @@ SUBPACKAGES = [
     "training",
     "data",
     "program",
+    "testing",
     "_compile",
     "_util",
 ]
@@ -71,15 +79,43 @@ def test_every_public_name_is_still_fnn_NAME():
         assert getattr(fnn, name) is not None, name
 
 
-@pytest.mark.parametrize("path", sorted(DOCUMENTED))
-def test_documented_module_paths_still_import_with_their_names(path):
-    module = importlib.import_module(path)
-    for name in DOCUMENTED[path]:
-        assert hasattr(module, name), f"{path}.{name}"
-    for name in module.__all__:  # an alias re-exports objects defined elsewhere, no copies
+def test_the_top_level_holds_only_the_subpackages_and_init():
+    top = {p.name for p in (ROOT / "functional_nn").iterdir() if p.name != "__pycache__"}
+    expected = {"__init__.py", "py.typed", *SUBPACKAGES}  # py.typed: PEP 561 wants it here
+    assert top == expected, sorted(top ^ expected)
+
+
+@pytest.mark.parametrize("path", sorted(MOVED))
+def test_old_module_paths_warn_with_the_new_home_and_still_work(path):
+    sys.modules.pop(path, None)  # as a fresh process imports it
+    vars(fnn).pop(path.rsplit(".", 1)[1], None)
+    user_code = f"import os\nfrom {path} import {', '.join(MOVED[path])}\n"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        exec(compile(user_code, "users_code.py", "exec"), {})
+        module = importlib.import_module(path)  # imported once: no second warning
+    assert [(w.category, w.filename, w.lineno) for w in seen] == [
+        (DeprecationWarning, "users_code.py", 2)  # at the user's import line
+    ]
+    message = str(seen[0].message)
+    assert message.startswith(f"{path} is deprecated and goes in functional_nn 0.3.0"), message
+    assert set(MOVED[path]) <= set(module.__all__)
+    for name in module.__all__:
         obj = getattr(module, name)
-        if callable(obj):
-            assert obj.__module__ != path, f"{path}.{name} is defined in the alias"
+        if re.search(rf"fnn\.{name}\b", message):  # a public home: the same object as fnn.NAME
+            assert obj is getattr(fnn, name), name
+        else:  # internal: the message says where it lives now
+            assert "the rest is internal now, in functional_nn._" in message, (name, message)
+        assert getattr(obj, "__module__", None) != path, name  # never defined in the alias
+
+
+def test_an_old_path_as_an_attribute_of_fnn_warns_too():
+    with pytest.warns(DeprecationWarning, match="fnn.DIRECTIONAL_ABOVE"):
+        sys.modules.pop("functional_nn.gradcheck", None)
+        vars(fnn).pop("gradcheck", None)
+        assert fnn.gradcheck.DIRECTIONAL_ABOVE is fnn.DIRECTIONAL_ABOVE
+    with pytest.raises(AttributeError, match="no attribute 'gradchek'"):
+        fnn.gradchek  # noqa: B018
 
 
 def test_each_subpackage_exports_what_fnn_exports_from_it():
@@ -109,12 +145,6 @@ def test_no_module_is_named_like_a_function_it_defines():
             if callable(obj) and getattr(obj, "__module__", None) == module.__name__
         }
         assert stem not in defined, module.__name__
-
-
-def test_no_module_over_400_lines():
-    for path in (ROOT / "functional_nn").rglob("*.py"):
-        lines = len(path.read_text().splitlines())
-        assert lines <= 400, f"{path.relative_to(ROOT)}: {lines} lines"
 
 
 def _lint_imports(root: Path):

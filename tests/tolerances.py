@@ -1,4 +1,4 @@
-"""Every tolerance of the test suite, per oracle and dtype, in one place (DESIGN.md)."""
+"""Every tolerance of the test suite, per oracle and dtype, in one place."""
 
 HAND_VS_AUTODIFF = {"float64": 1e-12, "float32": 1e-5}
 """Normwise, per leaf: backprop and jacobian_chain against jax.grad."""
@@ -10,7 +10,7 @@ COMPLEX_STEP_1D = 1e-13
 """Relative: Im f(x + ih) / h against f'(x), h = 1e-30, float64."""
 
 COMPLEX_STEP_VS_AUTODIFF = 1e-13
-"""Normwise, per leaf, float64: the complex step of the whole objective (DESIGN.md)."""
+"""Normwise, per leaf, float64: the complex step of the whole objective."""
 
 LOCAL_FD_VS_AUTODIFF = 1e-7
 """Normwise, per leaf, float64: the lecture's chain of locally differenced factors."""

@@ -2,7 +2,7 @@
 
 A method called outside ``jit`` (``backprop(net, loss, params, x, y)``) would otherwise run
 operation by operation, compiling a small program for each operation and each new shape;
-:func:`compiled` makes it one program per configuration. :func:`inline_jits` traces with
+:func:`one_program` makes it one program per configuration. :func:`inline_jits` traces with
 ``jnp``'s own nested jits inlined, and :func:`scan` and :func:`as_loop` keep the library's
 loops loops under it.
 """

@@ -1,3 +1,9 @@
 """What every layer uses and that uses none of them: argument validation (``_validation.py``),
-the highest matmul precision for checks (``_precision.py``), and device meshes
-(``_devices.py``: the finite-difference engine and ``fit`` shard over the same meshes)."""
+the highest matmul precision for checks (``_precision.py``), device meshes (``_devices.py``:
+the finite-difference engine and ``fit`` shard over the same meshes; its meshes and
+shardings are public as ``fnn.data_mesh`` and the rest), and the old module paths, served
+with a ``DeprecationWarning`` from one table (``_moved.py``)."""
+
+from functional_nn._util._devices import data_mesh, replicated, sample_sharding, shard_batch
+
+__all__ = ["data_mesh", "replicated", "sample_sharding", "shard_batch"]

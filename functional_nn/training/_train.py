@@ -161,7 +161,7 @@ def _check_fit_args(optimizer, gradient, x, y, steps, batch_size, key, x_val, y_
         check_key(key, "key", where)
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"fit: mesh must be a jax.sharding.Mesh such as "
-                        f"functional_nn.parallel.data_mesh(); got {mesh!r:.60}")  # fmt: skip
+                        f"fnn.data_mesh(); got {mesh!r:.60}")  # fmt: skip
     if (x_val is None) != (y_val is None):
         raise ValueError("fit: give both x_val and y_val, or neither")
     if patience is not None:

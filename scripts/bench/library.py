@@ -4,18 +4,17 @@ The sections import these names from this module (``import functional_nn as fnn`
 rest), so a move of a library module changes only the import lines below.
 """
 
-from functional_nn.checking._network_check import directional_derivatives, random_directions
-from functional_nn.compilation_cache import (
-    FAST_COMPILE,
-    FAST_XLA_FLAGS,
-    fast_compile_options,
-    inline_jits,
+from functional_nn import (
+    data_mesh,
+    directional_derivatives,
     prefer_fast_compilation,
+    random_directions,
+    supported_compile_options,
+    supported_xla_flags,
 )
+from functional_nn._compile import FAST_COMPILE, FAST_XLA_FLAGS, fast_compile_options, inline_jits
 from functional_nn.differences._flat import ravel_params
 from functional_nn.differences._steps import step_sizes
-from functional_nn.parallel import data_mesh
-from functional_nn.xla_options import supported_compile_options, supported_xla_flags
 
 __all__ = [
     "FAST_COMPILE",

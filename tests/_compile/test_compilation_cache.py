@@ -1,4 +1,5 @@
-"""The compilation settings of the scripts and the tests (functional_nn.compilation_cache)."""
+"""The compilation settings of the scripts and the tests (fnn.use_persistent_cache,
+fnn.prefer_fast_compilation)."""
 
 import contextlib
 import dataclasses

@@ -1,4 +1,5 @@
-"""XLA options and flags that the running jaxlib does not know (functional_nn.xla_options).
+"""XLA options and flags that the running jaxlib does not know (fnn.supported_xla_flags,
+fnn.supported_compile_options).
 
 A future jaxlib drops or renames options (0.12 dropped ``xla_cpu_use_fusion_emitters``): the
 library must leave out what this XLA does not know, never crash a program.
@@ -79,12 +80,12 @@ def test_an_unwritable_cache_folder_still_gives_the_answer(tmp_path, monkeypatch
 
 FUTURE_JAXLIB = f"""
 import os, sys
-from functional_nn import compilation_cache
+from functional_nn import _compile as compile_settings
 # the fast settings as a future jaxlib would present them: one name it does not know in each
-compilation_cache.FAST_XLA_FLAGS["xla_functional_nn_no_such_flag"] = "true"
-compilation_cache.FAST_COMPILE["{UNKNOWN}"] = 1
-compilation_cache.use_persistent_cache(sys.argv[1], executables=True)
-compilation_cache.prefer_fast_compilation()
+compile_settings.FAST_XLA_FLAGS["xla_functional_nn_no_such_flag"] = "true"
+compile_settings.FAST_COMPILE["{UNKNOWN}"] = 1
+compile_settings.use_persistent_cache(sys.argv[1], executables=True)
+compile_settings.prefer_fast_compilation()
 print("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
 import jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
@@ -94,7 +95,7 @@ params = net.init(jax.random.key(0), jnp.float64)
 x = jax.random.normal(jax.random.key(1), (8, 4), jnp.float64)
 y = (x[:, :2] > 0).astype(jnp.float64)
 fnn.check_gradients(net, "bce", params, x, y).raise_if_failed()
-print("OPTIONS", sorted(compilation_cache.fast_compile_options()))
+print("OPTIONS", sorted(compile_settings.fast_compile_options()))
 print("CLEAN")
 """
 

@@ -24,7 +24,6 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import functional_nn as fnn
-from functional_nn.parallel import data_mesh, sample_sharding
 
 
 def main(pid: int, n: int, port: int, out: Path, SETUP: dict) -> None:  # noqa: N803
@@ -48,10 +47,10 @@ def main(pid: int, n: int, port: int, out: Path, SETUP: dict) -> None:  # noqa: 
 
     ds = fnn.load_dataset("xor")
     net = fnn.Network((2, 8, 1), hidden="tanh")
-    mesh = data_mesh()
+    mesh = fnn.data_mesh()
 
     def glob(a):
-        return jax.make_array_from_process_local_data(sample_sharding(mesh), local_rows(a))
+        return jax.make_array_from_process_local_data(fnn.sample_sharding(mesh), local_rows(a))
 
     x, y = glob(ds.x_train), glob(ds.y_train)
     x_val, y_val = glob(ds.x_test[:64]), glob(ds.y_test[:64])
