@@ -139,6 +139,15 @@ def check_finite(a: Any, name: str, where: str) -> None:
             )
 
 
+def check_finite_leaves(tree: Any, name: str, where: str) -> None:
+    """Raise ``ValueError`` naming the first concrete leaf of ``tree`` with a non-finite entry
+    (``name`` is the argument, e.g. ``"params"``; tracers pass): a difference quotient, or a
+    check, at a ``nan`` point says nothing about the gradient."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if hasattr(leaf, "dtype") or isinstance(leaf, (int, float, complex)):
+            check_finite(leaf, f"{name}{jax.tree_util.keystr(path)}", where)
+
+
 def cast_like(grads: Any, params: Any) -> Any:
     """``grads`` with each leaf in the dtype of the matching leaf of ``params``, in the
     container types of ``params`` (the two trees must have the same leaves)."""

@@ -7,7 +7,8 @@ The error of a leaf ``a`` against a reference ``b`` is **normwise**,
 so that an entry that cancels to nearly zero does not dominate (its own relative error can be
 large while the gradient is right). Beside it each comparison reports the maximum absolute
 error and the worst **elementwise** relative error :math:`|a_i - b_i| / \max(|a_i|, |b_i|)`,
-with the index where it occurs and both values there. Bars (DESIGN.md) apply to ``e``.
+with the index where it occurs and both values there. Bars (:data:`~functional_nn.TOLERANCES`,
+docs/checking.md) apply to ``e``.
 
 Comparisons run on the host in float64 (or complex128): this is a check, not a hot path.
 
@@ -105,7 +106,7 @@ def compare_gradients(
         b: the reference, with the same tree structure and leaf shapes.
         exclude: optional boolean pytree like ``a``: entries left out of the errors (the
             kinks of a finite-difference estimate).
-        scale: ``"leaf"`` (DESIGN.md): the normwise denominator is the leaf's own largest
+        scale: ``"leaf"`` (the default): the normwise denominator is the leaf's own largest
             entry; ``"gradient"``: the largest entry of the whole reference gradient, for
             estimates whose error is absolute and the same in every leaf (differences of J).
 
@@ -197,7 +198,7 @@ class TaylorLadder(NamedTuple):
     status: str
 
 
-class GradientMismatch(AssertionError):  # noqa: N818 -- the public name (DESIGN.md)
+class GradientMismatch(AssertionError):  # noqa: N818 -- the public name since 0.1
     """A gradient method disagrees with the reference beyond its tolerance."""
 
 

@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_nn._util._precision import highest_precision
-from functional_nn._util._validation import check_int
 from functional_nn.checking._comparison import (
     CheckRow,
     GradCheckReport,
@@ -34,32 +33,42 @@ from functional_nn.checking._comparison import (
     row_within,
 )
 from functional_nn.checking._complex_leaves import (
-    complex_outputs,
-    complex_view,
     pairs,
-    through_view,
     view_note,
 )
 from functional_nn.checking._directions import host_rng, seed_words
-from functional_nn.checking._leaves import Keyed, held_note, hold, through
+from functional_nn.checking._leaves import Keyed, held_note
 from functional_nn.checking._on_failure import locating
+from functional_nn.checking._opening import inexact_outputs, open_check
 from functional_nn.checking._precision_maps import low_precision_map
-from functional_nn.checking._progress import Progress, Tracker, check_budget
-from functional_nn.checking._reference_data import failing, reference_name, refused_note
+from functional_nn.checking._progress import Progress, Tracker
 from functional_nn.checking._references import (
     Directions,
     LeafReferences,
     check_dtype,
     exact_jvps,
+    failing,
+    reference_name,
+    refused_note,
 )
 from functional_nn.checking._sharded_check import is_sharded, sharded_check_map
-from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
+from functional_nn.checking._tolerances import (
+    DIRECTIONAL_ABOVE,
+    FULL_JACOBIAN_UP_TO,
+    bar_name,
+    reference_bars,
+)
 from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._estimates import ROUNDING
-from functional_nn.differences._steps import check_finite_leaves
 
-FULL_JACOBIAN_UP_TO = 1_000_000
-"""Entries of :math:`J` up to which every entry of ``J v`` is compared along unit tangents."""
+
+def _held_jvp(held, jvp):
+    return lambda p, t: jvp(held.fill(p), held.blank(t))  # the user's tangents: None if held
+
+
+def _paired_jvp(view, jvp_given, complex_out, out_tree):
+    return lambda p, t: pairs(jvp_given(view.of(p), view.of(t)))
+
 
 TANGENT_CHUNK = 256
 """Unit tangents pushed forward at once (a chunk of them is ``TANGENT_CHUNK`` leaves)."""
@@ -120,44 +129,32 @@ def check_jvp(
         if pattern is not None:
             raise ValueError(f"{where}: pattern= is not taken when leaves are sharded")
         return sharded_check_map("jvp", g, primals, jvp, k, key, where)
-    held = hold(primals, where, "primals")
-    jvp_user = jvp
-    if held.paths:  # check the inexact-array leaves, the rest held fixed
-        g, pattern, primals = through(held, g), through(held, pattern), held.tree
-        if jvp is not None:
-
-            def jvp_user(p, t):  # the user's tangents: None at the held leaves
-                return jvp(held.fill(p), held.blank(t))
-
-    check_finite_leaves(primals, "primals", where)
-    view = complex_view(primals, where)
-    program, out = jax.make_jaxpr(g, return_shape=True)(primals)  # one trace: shape, dtypes
-    complex_out = any(complex_outputs(out))
-    if view.paths or complex_out:  # complex leaves as real pairs (Re, Im): _complex_leaves
-        g, pattern, primals = view.fn(g), through_view(view, pattern), view.tree
-        jvp_given = jvp_user
-        if jvp_given is not None:
-
-            def jvp_user(p, t):
-                return pairs(jvp_given(view.of(p), view.of(t)))
-
-    k = check_int(k, "k", where)
-    if not view.paths and not complex_out:  # low precision: against float64
-        budget = check_budget(memory_budget, where)
-        opts = dict(k=k, key=key, pattern=pattern, budget=budget, callback=callback)
-        low = low_precision_map("jvp", g, primals, jvp_user, where=where, closed=program, **opts)
-        if low is not None:
-            low.description += held_note(held)
-            return low
+    o = open_check(
+        g,
+        primals,
+        jvp,
+        pattern,
+        where=where,
+        name="primals",
+        k=k,
+        memory_budget=memory_budget,
+        through_held=_held_jvp,
+        through_pairs=_paired_jvp,
+        check_output=inexact_outputs(where),
+    )
+    g, primals, jvp_user, pattern = o.fn, o.tree, o.given, o.pattern
+    held, view, program, k, budget = o.held, o.view, o.program, o.k, o.budget
+    complex_out = any(o.complex_out)
+    # low precision (or a program computing below its parameters'): against float64
+    opts = dict(k=k, key=key, pattern=pattern, budget=budget, callback=callback)
+    low = low_precision_map("jvp", g, primals, jvp_user, where=where, closed=program, **opts)
+    if low is not None:
+        low.description += view_note(view, complex_out) + held_note(held)
+        return low
     dtype = check_dtype(primals, where)
     if k < 2:
         raise ValueError(f"{where}: k must be at least 2 (the sum test takes two tangents)")
-    budget = check_budget(memory_budget, where)
     seed = seed_words(0 if key is None else key)
-    out = jax.eval_shape(g, primals)
-    for leaf in jax.tree_util.tree_leaves(out):
-        if not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise ValueError(f"{where}: g must return real or complex arrays; got {leaf.dtype}")
 
     paths = leaf_paths(primals)
     tracker = Tracker(callback, paths)

@@ -3,7 +3,7 @@ r"""``check_gradients``: every gradient method of a network against a reference,
 The network front door of the checking engine. Each method (the common signature
 ``(net, loss, params, x, y) -> (J, grads)``) runs jitted, once to compile and once timed; its
 gradient is compared with the reference's leaf by leaf (:func:`compare_gradients`, the
-DESIGN.md bars in :data:`TOLERANCES`) and each comparison becomes a row of the
+bars of :data:`TOLERANCES`) and each comparison becomes a row of the
 :class:`GradCheckReport` that :func:`~functional_nn.check_grad` and
 :func:`~functional_nn.check_vjp` also return. Finite differences come from
 :func:`~functional_nn.finite_difference_grad`; above :data:`DIRECTIONAL_ABOVE` parameters the
@@ -119,7 +119,7 @@ def check_gradients(
     key: jax.Array | None = None,
     dtype: str | None = None,
 ) -> GradCheckReport:
-    """Check gradient methods against a reference, leaf by leaf, with the DESIGN.md bars.
+    """Check gradient methods against a reference, leaf by leaf, with the bars of ``TOLERANCES``.
 
     Args:
         net, loss, params, x, y: the problem; float64 parameters for the float64 bars

@@ -40,8 +40,14 @@ from functional_nn._util._precision import x64
 from functional_nn.checking._comparison import GradCheckReport, leaf_paths, row_within
 from functional_nn.checking._directions import seed_words
 from functional_nn.checking._progress import Tracker
-from functional_nn.checking._reference_data import Directions, failing, reference_name
-from functional_nn.checking._references import LeafReferences, jitted, params_dtype
+from functional_nn.checking._references import (
+    Directions,
+    LeafReferences,
+    failing,
+    jitted,
+    params_dtype,
+    reference_name,
+)
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE
 from functional_nn.differences._blocks import LeafFunction
 from functional_nn.program import CannotPromote, compute_dtypes, jaxpr_dtypes, promote
@@ -88,10 +94,8 @@ def applies(dtype: str, compute: str, baseline) -> bool:
 def low_precision(f, params, grad, baseline, view, order, grad_of, closed=None, *, pattern, k,
                   key, budget, callback, where="check_grad"):  # fmt: skip
     """``check_grad``'s report where this path applies (:func:`applies`), else None."""
-    if view.paths:
-        if baseline is not None:
-            raise ValueError(f"{where}: baseline= takes real parameters; these are complex")
-        return None
+    if view.paths and baseline is not None:
+        raise ValueError(f"{where}: baseline= takes real parameters; these are complex")
     own = params_dtype(params, where)
     compute = precision_of(f, params, own, closed)
     if not applies(own, compute, baseline):

@@ -33,8 +33,13 @@ from functional_nn.checking._precision_check import (
     spread_note,
 )
 from functional_nn.checking._progress import Tracker
-from functional_nn.checking._reference_data import Directions, failing, reference_name
-from functional_nn.checking._references import LeafReferences, params_dtype
+from functional_nn.checking._references import (
+    Directions,
+    LeafReferences,
+    failing,
+    params_dtype,
+    reference_name,
+)
 from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE
 from functional_nn.differences._blocks import LeafFunction
 

@@ -46,26 +46,27 @@ from functional_nn.checking._comparison import (
     leaf_paths,
     row_within,
 )
-from functional_nn.checking._complex_leaves import complex_view, through_view, view_note
+from functional_nn.checking._complex_leaves import view_note
 from functional_nn.checking._directions import seed_words
 from functional_nn.checking._leaves import (
     Keyed,
     check_floating_leaves,
     check_same_structure,
     held_note,
-    hold,
-    through,
 )
 from functional_nn.checking._on_failure import locating
+from functional_nn.checking._opening import open_check
 from functional_nn.checking._precision_check import low_precision, rejudge
-from functional_nn.checking._progress import Progress, Tracker, check_budget
-from functional_nn.checking._reference_data import failing, reference_name, refused_note
+from functional_nn.checking._progress import Progress, Tracker
 from functional_nn.checking._references import (
     Directions,
     LeafReferences,
     check_dtype,
     custom_primal,
+    failing,
     jitted,
+    reference_name,
+    refused_note,
 )
 from functional_nn.checking._screen import screen_grad, screen_note, screening
 from functional_nn.checking._sharded_check import is_sharded, sharded_check_grad
@@ -73,7 +74,31 @@ from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, refe
 from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._eps import observed_order, order_points
 from functional_nn.differences._estimates import crossed_kink, richardson_ladder
-from functional_nn.differences._steps import check_finite_leaves
+
+
+def _held_gradient(where: str):
+    def wrap(held, grad_user):
+        return lambda p: held.pick(grad_user(held.fill(p)), "the gradient", where)
+
+    return wrap
+
+
+def _paired_gradient(where: str):
+    def wrap(view, grad_given, complex_out, out_tree):
+        return lambda p: view.covector(grad_given(view.of(p)), "the gradient", where)
+
+    return wrap
+
+
+def _scalar(where: str):
+    def check(value):
+        if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
+            raise ValueError(f"{where}: f must return a real scalar; got {value.dtype}"
+                             f"{value.shape} (for vector or complex functions: check_vjp for "
+                             "reverse mode, check_jvp for forward)")  # fmt: skip
+
+    return check
+
 
 TAYLOR_BAR = 1.5
 """Slope 2 for a right gradient, 1 for a wrong one: a leaf fails below 1.5."""
@@ -177,37 +202,28 @@ def check_grad(
     if is_sharded(params):  # leaves split over devices or processes: never gathered
         return sharded_check_grad(f, params, grad, k, key, where, pattern=pattern,
                                   order=order, baseline=baseline)  # fmt: skip
-    held = hold(params, where)
-    if held.paths:  # check the inexact-array leaves, the rest held fixed
-        f, pattern, grad_user, params = through(held, f), through(held, pattern), grad, held.tree
-        if grad_user is not None:
-
-            def grad(p):
-                return held.pick(grad_user(held.fill(p)), "the gradient", where)
-
-    check_finite_leaves(params, "params", where)
-    program, value = jax.make_jaxpr(f, return_shape=True)(params)  # one trace: shape, dtypes
-    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
-        raise ValueError(f"{where}: f must return a real scalar; got {value.dtype}{value.shape}"
-                         " (for vector or complex functions: check_vjp for reverse mode, "
-                         "check_jvp for forward)")  # fmt: skip
-    view = complex_view(params, where)
-    if view.paths:  # complex leaves as real pairs (Re, Im): _complex_leaves
-        f, pattern, grad_given, params = view.fn(f), through_view(view, pattern), grad, view.tree
-        if grad_given is not None:
-
-            def grad(p):
-                return view.covector(grad_given(view.of(p)), "the gradient", where)
-
     order = check_int(order, "order", where)
     if order not in (1, 2):
         raise ValueError(f"{where}: order must be 1 or 2; got {order}")
-    k = check_int(k, "k", where)
-    budget = check_budget(memory_budget, where)
+    o = open_check(
+        f,
+        params,
+        grad,
+        pattern,
+        where=where,
+        name="params",
+        k=k,
+        memory_budget=memory_budget,
+        through_held=_held_gradient(where),
+        through_pairs=_paired_gradient(where),
+        check_output=_scalar(where),
+    )
+    f, params, grad, pattern = o.fn, o.tree, o.given, o.pattern
+    held, view, program, k, budget = o.held, o.view, o.program, o.k, o.budget
     opts = dict(pattern=pattern, k=k, key=key, budget=budget, callback=callback)
     low = low_precision(f, params, grad, baseline, view, order, grad_of, program, **opts)
     if low is not None:  # a program in low precision: against itself in float64
-        low.description += held_note(held)
+        low.description += view_note(view) + held_note(held)
         return low
     dtype = check_dtype(params, where)
     seed = seed_words(0 if key is None else key)

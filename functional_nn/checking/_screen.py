@@ -58,7 +58,7 @@ import numpy as np
 
 from functional_nn._util._precision import x64
 from functional_nn.checking._comparison import CheckRow
-from functional_nn.checking._reference_data import richardson_eps
+from functional_nn.checking._references import richardson_eps
 from functional_nn.checking._tolerances import reference_bars
 from functional_nn.differences._estimates import leaf_scale, richardson_ladder
 

@@ -37,7 +37,7 @@ TOLERANCES = {
         "vmap": 1e-5,
     },
 }
-"""Normwise bars per dtype (DESIGN.md), in two groups.
+"""Normwise bars per dtype (docs/checking.md, "References and tolerances"), in two groups.
 
 :func:`~functional_nn.check_gradients` holds each gradient method to the bar of its name: a
 method of another name gets the bar of the hand-written methods (``backprop``) unless
@@ -52,6 +52,11 @@ step) is subtracted entry by entry (:func:`~functional_nn.checking._comparison.r
 ``"vmap"`` bars a batched VJP against the loop. Each is 1e4 times or more below a 1% (float64) or 5%
 (float32) error in a leaf's largest entry, and 100 times or more above the rounding of a right
 derivative."""
+
+FULL_JACOBIAN_UP_TO = 1_000_000
+"""Entries of :math:`J` (outputs times primal entries) up to which ``check_vjp`` and
+``check_jvp`` compare every entry (the VJP's rows, ``J v`` along unit tangents); beyond, the
+dot-product test alone (``check_vjp``), random tangents (``check_jvp``)."""
 
 DIRECTIONAL_ABOVE = 10_000
 """Above this many parameters, :func:`~functional_nn.check_gradients` replaces the

@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_nn._util._precision import highest_precision
-from functional_nn._util._validation import check_int
 from functional_nn.checking._comparison import (
     CheckRow,
     GradCheckReport,
@@ -40,10 +39,7 @@ from functional_nn.checking._comparison import (
     row_within,
 )
 from functional_nn.checking._complex_leaves import (
-    complex_outputs,
-    complex_view,
     output_cotangent,
-    through_view,
     view_note,
 )
 from functional_nn.checking._directions import host_rng, seed_words
@@ -52,29 +48,48 @@ from functional_nn.checking._leaves import (
     check_floating_leaves,
     check_same_structure,
     held_note,
-    hold,
-    through,
 )
 from functional_nn.checking._on_failure import locating
+from functional_nn.checking._opening import inexact_outputs, open_check
 from functional_nn.checking._precision_maps import low_precision_map
-from functional_nn.checking._progress import Progress, Tracker, check_budget
-from functional_nn.checking._reference_data import failing, reference_name, refused_note
+from functional_nn.checking._progress import Progress, Tracker
 from functional_nn.checking._references import (
     Directions,
     LeafReferences,
     check_dtype,
     exact_jvps,
+    failing,
     jitted,
+    reference_name,
+    refused_note,
 )
 from functional_nn.checking._sharded_check import is_sharded, sharded_check_map
-from functional_nn.checking._tolerances import DIRECTIONAL_ABOVE, bar_name, reference_bars
+from functional_nn.checking._tolerances import (
+    DIRECTIONAL_ABOVE,
+    FULL_JACOBIAN_UP_TO,
+    bar_name,
+    reference_bars,
+)
 from functional_nn.differences._blocks import LeafFunction
 from functional_nn.differences._estimates import ROUNDING
-from functional_nn.differences._steps import check_finite_leaves
 
-FULL_JACOBIAN_UP_TO = 1_000_000
-"""Entries of :math:`J` (outputs times primal entries) up to which every entry of the VJP is
-compared; beyond, the dot-product test alone."""
+
+def _held_vjp(where: str):
+    def wrap(held, vjp_user):
+        return lambda p, ct: held.pick(vjp_user(held.fill(p), ct), "the VJP", where)
+
+    return wrap
+
+
+def _paired_vjp(where: str):
+    def wrap(view, vjp_given, complex_out, out_tree):
+        def vjp(p, ct):
+            ct = output_cotangent(ct, complex_out, out_tree)
+            return view.covector(vjp_given(view.of(p), ct), "the VJP", where)
+
+        return vjp
+
+    return wrap
 
 
 @locating("vjp")
@@ -130,44 +145,32 @@ def check_vjp(
         if pattern is not None:
             raise ValueError(f"{where}: pattern= is not taken when leaves are sharded")
         return sharded_check_map("vjp", g, primals, vjp, k, key, where)
-    held = hold(primals, where, "primals")
-    if held.paths:  # check the inexact-array leaves, the rest held fixed
-        g, pattern, vjp_user, primals = through(held, g), through(held, pattern), vjp, held.tree
-        if vjp_user is not None:
-
-            def vjp(p, ct):
-                return held.pick(vjp_user(held.fill(p), ct), "the VJP", where)
-
-    check_finite_leaves(primals, "primals", where)
-    view = complex_view(primals, where)
-    program, out = jax.make_jaxpr(g, return_shape=True)(primals)  # one trace: shape, dtypes
-    complex_out = complex_outputs(out)
-    if view.paths or any(complex_out):  # complex leaves as real pairs (Re, Im): _complex_leaves
-        g, pattern, vjp_given, primals = view.fn(g), through_view(view, pattern), vjp, view.tree
-        out_tree = jax.tree_util.tree_structure(out)
-        if vjp_given is not None:
-
-            def vjp(p, ct):
-                ct = output_cotangent(ct, complex_out, out_tree)
-                return view.covector(vjp_given(view.of(p), ct), "the VJP", where)
-
-        out = jax.eval_shape(g, primals)
-    k = check_int(k, "k", where)
-    if not view.paths and not any(complex_out):  # low precision: against float64
-        budget = check_budget(memory_budget, where)
-        opts = dict(k=k, key=key, pattern=pattern, budget=budget, callback=callback)
-        low = low_precision_map("vjp", g, primals, vjp, where=where, closed=program, **opts)
-        if low is not None:
-            low.description += held_note(held)
-            return low
+    o = open_check(
+        g,
+        primals,
+        vjp,
+        pattern,
+        where=where,
+        name="primals",
+        k=k,
+        memory_budget=memory_budget,
+        through_held=_held_vjp(where),
+        through_pairs=_paired_vjp(where),
+        check_output=inexact_outputs(where),
+    )
+    g, primals, vjp, pattern = o.fn, o.tree, o.given, o.pattern
+    held, view, program, out, k, budget = o.held, o.view, o.program, o.out, o.k, o.budget
+    complex_out = o.complex_out
+    # low precision (or a program computing below its parameters'): against float64
+    opts = dict(k=k, key=key, pattern=pattern, budget=budget, callback=callback)
+    low = low_precision_map("vjp", g, primals, vjp, where=where, closed=program, **opts)
+    if low is not None:
+        low.description += view_note(view, any(complex_out)) + held_note(held)
+        return low
     dtype = check_dtype(primals, where)
-    budget = check_budget(memory_budget, where)
     seed = seed_words(0 if key is None else key)
     rng = host_rng(0 if key is None else key)
     out_leaves, out_tree = jax.tree_util.tree_flatten(out)
-    for leaf in out_leaves:
-        if not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise ValueError(f"{where}: g must return real or complex arrays; got {leaf.dtype}")
     W = jax.tree_util.tree_unflatten(out_tree, [
         rng.standard_normal((k, *leaf.shape)).astype(leaf.dtype) for leaf in out_leaves
     ])  # fmt: skip

@@ -57,13 +57,12 @@ from jax.sharding import Mesh, PartitionSpec
 from functional_nn._compile import as_loop
 from functional_nn._util._devices import auto_mesh
 from functional_nn._util._precision import highest_precision
-from functional_nn._util._validation import is_concrete
+from functional_nn._util._validation import check_finite_leaves, is_concrete
 from functional_nn.differences._complex import CROSS_CHECKS, complex_checked, complex_step_agrees
 from functional_nn.differences._flat import check_float_dtype, ravel_params
 from functional_nn.differences._steps import (
     DEFAULT_CHUNK_SIZE,
     check_eps_for_dtype,
-    check_finite_leaves,
     check_step_args,
     default_eps,
     evaluations,

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from functional_nn._util._precision import highest_precision
+from functional_nn._util._validation import check_finite_leaves
 from functional_nn.differences._engine import (
     FiniteDifferenceResult,
     fd_grad,
@@ -29,7 +30,6 @@ from functional_nn.differences._engine import (
 )
 from functional_nn.differences._steps import (
     check_eps_for_dtype,
-    check_finite_leaves,
     check_step_args,
 )
 from functional_nn.lecture._cost import (

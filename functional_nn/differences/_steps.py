@@ -9,12 +9,11 @@ exact; the default :math:`\epsilon` is chosen from the scheme and the dtype's ma
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from functional_nn._util._validation import check_finite, check_int, check_real, is_concrete
+from functional_nn._util._validation import check_int, check_real, is_concrete
 from functional_nn.differences._complex import CROSS_CHECKS
 from functional_nn.differences._estimates import step_scale
 from functional_nn.differences._flat import check_float_dtype
@@ -104,15 +103,6 @@ def check_eps_for_dtype(scheme: str, eps, dtype, where: str) -> None:
             f"{scheme} difference is nan or noise; use eps >= {float(info.eps):.1e} (default "
             f"{default_eps(scheme, dtype):.1e})"
         )
-
-
-def check_finite_leaves(tree: Any, name: str, where: str) -> None:
-    """Raise ``ValueError`` naming the first concrete leaf of ``tree`` with a non-finite entry
-    (``name`` is the argument, e.g. ``"params"``; tracers pass): a difference quotient, or a
-    check, at a ``nan`` point says nothing about the gradient."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if hasattr(leaf, "dtype") or isinstance(leaf, (int, float, complex)):
-            check_finite(leaf, f"{name}{jax.tree_util.keystr(path)}", where)
 
 
 def step_sizes(theta: jax.Array, scheme: str, eps: float) -> jax.Array:

@@ -187,6 +187,28 @@ def test_baseline_and_order_2_are_refused_where_they_cannot_hold():
         check_grad(lambda p: jnp.sum(jnp.abs(p["w"]) ** 2), z, baseline=lambda p: 0.0)
 
 
+def test_complex_leaves_beside_float32_compute_are_judged_against_float64():
+    """A complex128 leaf beside a float32 one whose term is computed in float32 (a tree
+    Hypothesis drew, falsely failed at float64's bars before the complex view took this path):
+    right passes all three checkers, 1% off in either leaf fails it alone."""
+    tree = {"z": jnp.array([0.3 + 0.5j, -1.2 + 0.1j]), "x": jnp.asarray([1.3, 0.2], f32)}
+
+    def g(p):
+        return {"a": p["z"] * jnp.sin(p["z"]),
+                "b": jnp.tanh(p["x"]).astype(jnp.float64) * jnp.sum(p["z"].real)}  # fmt: skip
+
+    def f(p):
+        y = g(p)
+        return jnp.sum(jnp.abs(y["a"]) ** 2) + jnp.sum(y["b"])
+
+    for check, fn in ((check_grad, f), (check_vjp, g), (check_jvp, g)):
+        r = check(fn, tree)
+        assert r.ok and "computed in float32" in r.description, r
+        assert "complex leaves ['z']" in r.description, r.description
+    for leaf in ("z", "x"):
+        assert failed(check_grad(f, tree, grad=wrong_leaf(f, leaf, 1.01))) == {f"['{leaf}']"}
+
+
 # -- check_vjp and check_jvp in low precision ------------------------------------------------
 
 

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from functional_nn.checking import _reference_data as reference_data
 from functional_nn.checking import _references as references
 from functional_nn.checking._references import Directions, LeafReferences
 from functional_nn.differences._blocks import LeafFunction
@@ -103,9 +102,9 @@ def test_no_primal_for_a_plain_function_or_one_with_nondiff_arguments():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_ladder_runs_from_half_down_to_ten_root_u(dtype):
-    hs = reference_data.ladder_steps(dtype)
+    hs = references.ladder_steps(dtype)
     u = float(jnp.finfo(dtype).eps)
-    assert hs.size == reference_data.LADDER
+    assert hs.size == references.LADDER
     np.testing.assert_allclose([hs[0], hs[-1]], [0.5, 10 * np.sqrt(u)], rtol=1e-12)
     ratios = hs[:-1] / hs[1:]
     np.testing.assert_allclose(ratios, ratios[0], rtol=1e-12)  # geometric
@@ -115,7 +114,7 @@ def test_the_ladder_runs_from_half_down_to_ten_root_u(dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_richardson_eps_is_the_fifth_root_of_unit_roundoff(dtype):
     """Truncation c h^4 and rounding u / h balance at h ~ u^(1/5)."""
-    assert reference_data.richardson_eps(dtype) == pytest.approx(jnp.finfo(dtype).eps ** 0.2)
+    assert references.richardson_eps(dtype) == pytest.approx(jnp.finfo(dtype).eps ** 0.2)
 
 
 def test_check_dtype_names_float32_or_float64_and_refuses_the_rest():
@@ -266,9 +265,9 @@ def test_the_ladder_is_shared_its_direction_is_the_first_random_one_and_it_is_ma
     np.testing.assert_array_equal(
         np.asarray(lad.v.blocks), np.asarray(refs.random(B, 4).blocks)[:1]
     )
-    np.testing.assert_allclose(lad.hs, reference_data.ladder_steps("float64") * refs.scale(B))
-    assert lad.plus.shape == lad.minus.shape == (reference_data.LADDER, 3)
-    assert lad.evaluations == 2 * reference_data.LADDER and not lad.crossed
+    np.testing.assert_allclose(lad.hs, references.ladder_steps("float64") * refs.scale(B))
+    assert lad.plus.shape == lad.minus.shape == (references.LADDER, 3)
+    assert lad.evaluations == 2 * references.LADDER and not lad.crossed
     v = np.asarray(lad.v.blocks)[0]
     out = smooth({"a": PARAMS["a"], "b": PARAMS["b"] - lad.hs[3] * v})
     np.testing.assert_allclose(lad.minus[3], [out["s"], *out["v"]], rtol=1e-15)
@@ -377,7 +376,7 @@ def test_a_fast_varying_function_in_float32_keeps_its_exact_complex_step(f):
 
 
 def test_reference_name_names_every_reference_used_most_exact_first():
-    from functional_nn.checking._reference_data import reference_name
+    from functional_nn.checking._references import reference_name
 
     assert reference_name(["central", "central"]) == "central"
     assert reference_name(["central", "complex_step"]) == "complex_step + central"

@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from functional_nn._util._validation import check_finite_leaves
 from functional_nn.differences._complex import CROSS_CHECKS
 from functional_nn.differences._steps import (
     SCHEMES,
     check_eps_for_dtype,
-    check_finite_leaves,
     check_step_args,
     default_eps,
     evaluations,
