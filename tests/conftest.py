@@ -1,17 +1,20 @@
 """Test configuration: float64 for the whole process, strict ranks, JAX's persistent
-compilation cache, a key fixture.
+compilation cache, a key fixture, and :func:`once_per_run` for the subprocess fixtures.
 
 Float64 is switched on here, at the start of the test process, never by the library. Float32
 cases ask for float32 explicitly.
 """
+
+import fcntl
+import json
+import os
 
 import jax
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from functional_nn._compile._options import prefer_fast_compilation
-from functional_nn._compile._persistent import use_persistent_cache
+from functional_nn import prefer_fast_compilation, use_persistent_cache
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -76,3 +79,34 @@ def _counting(fn, reads):
         return fn(a, *args, **kwargs)
 
     return wrapper
+
+
+@pytest.fixture(scope="session")
+def once_per_run(tmp_path_factory):
+    """``once_per_run(name, produce)``: ``produce()``'s JSON value, computed by one pytest-xdist
+    worker per run and read by the others from the run's shared temporary folder.
+
+    A module fixture that starts subprocesses (tests/checking/test_sharded.py,
+    tests/training/test_distributed.py: 40-60 s each) would otherwise run once on every worker
+    that draws one of its tests. ``--dist loadgroup`` was meant for this and does nothing
+    with pytest 9 (pytest-xdist 3.8 renames ``item._nodeid``, which pytest 9 no longer reads),
+    so the workers share the result here: the first takes a lock and computes, the others
+    wait and read (the recipe of pytest-xdist's docs, with ``fcntl`` for the lock). Without
+    xdist it is ``produce()``."""
+
+    def run(name, produce):
+        if os.environ.get("PYTEST_XDIST_WORKER") is None:
+            return produce()
+        root = tmp_path_factory.getbasetemp().parent  # this run's folder, shared by its workers
+        path = root / f"{name}.json"
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists():
+                return json.loads(path.read_text())
+            value = produce()
+            part = root / f"{name}.json.part"
+            part.write_text(json.dumps(value))
+            part.replace(path)
+            return value
+
+    return run

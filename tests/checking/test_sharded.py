@@ -108,13 +108,17 @@ PROGRAM = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def seen():
+def run_program():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     r = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, env=env,
                        timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def seen(once_per_run):
+    return once_per_run("sharded", run_program)
 
 
 @pytest.mark.heavy

@@ -29,7 +29,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, once_per_run):
+    return once_per_run("distributed", lambda: start_processes(tmp_path_factory))
+
+
+def start_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device per process
