@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))  # derivations/ is importable from a fresh clone, 
 project = "functional_nn"
 author = "functional_nn contributors"
 copyright = "2026, " + author  # noqa: A001 -- Sphinx's name
-release = version = "0.1.0"
+release = version = importlib.import_module("functional_nn").__version__
 
 extensions = [
     "myst_parser",

@@ -55,3 +55,21 @@ def test_the_library_loads_no_file_that_a_wheel_leaves_out():
     globs = [g for patterns in declared.values() for g in patterns]
     undeclared = [p for p in other if not any(fnmatch.fnmatch(Path(p).name, g) for g in globs)]
     assert not undeclared, f"files in the library that no package-data entry ships: {undeclared}"
+
+
+def test_the_version_is_the_same_in_pyproject_the_package_and_the_changelog():
+    import re
+
+    import functional_nn
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert functional_nn.__version__ == declared
+    top = re.search(r"^## (\S+) \(", (ROOT / "CHANGELOG.md").read_text(), re.M).group(1)
+    assert top == declared, f"CHANGELOG.md's newest entry is {top}, the package is {declared}"
+
+
+def test_the_packages_say_they_are_typed():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in ("functional_nn", "derivations"):
+        assert (ROOT / package / "py.typed").is_file(), package
+        assert "py.typed" in config["package-data"][package], package

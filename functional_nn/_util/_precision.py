@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import jax
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def highest_precision(fn: Callable) -> Callable:
+
+def highest_precision(fn: F) -> F:
     """``fn`` run under ``jax.default_matmul_precision("highest")``.
 
     Checks compare float32 results at bars of 1e-5; a TF32 (GPU) or bfloat16 (TPU) matmul,
@@ -29,7 +32,7 @@ def highest_precision(fn: Callable) -> Callable:
         with jax.default_matmul_precision("highest"):
             return fn(*args, **kwargs)
 
-    return pinned
+    return cast(F, pinned)  # the same signature: type checkers see ``fn``'s
 
 
 def x64(on: bool = True):

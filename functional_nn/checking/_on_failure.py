@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +15,10 @@ from functional_nn.checking._directions import host_rng
 from functional_nn.checking._locator import DOORS, LocateReport, locate
 from functional_nn.checking._sharded_check import is_sharded
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def locating(kind: str) -> Callable:
+
+def locating(kind: str) -> Callable[[F], F]:
     """A front door (``check_grad``, ``check_vjp``, ``check_jvp``) that, when its check fails,
     runs :func:`locate` on the function and keeps it as ``report.located``; its own
     ``locate=False`` parameter (declared there, read here) turns that off. A passing check
@@ -25,7 +27,7 @@ def locating(kind: str) -> Callable:
     checks the rules that ``jax.grad(f)`` runs)."""
     own = {"grad": "grad", "vjp": "vjp", "jvp": "jvp"}[kind]
 
-    def wrap(front: Callable) -> Callable:
+    def wrap(front: F) -> F:
         @functools.wraps(front)
         def door(f, params, *args, **kw):
             report = front(f, params, *args, **kw)  # its own ``locate`` parameter: unused
@@ -49,7 +51,7 @@ def locating(kind: str) -> Callable:
             return report
 
         DOORS[kind] = door
-        return door
+        return cast(F, door)  # the same signature: type checkers see the front door's
 
     return wrap
 

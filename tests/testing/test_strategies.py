@@ -1,0 +1,125 @@
+"""functional_nn.testing's strategies: the trees they draw, their refusals, and the checkers
+over them (a right gradient passes on every tree drawn; 5% off in one leaf fails that leaf
+alone)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+
+import functional_nn as fnn
+from functional_nn.testing import HELD_KINDS, array_leaves, params_trees
+
+
+def inexact(leaf) -> bool:
+    return isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.inexact)
+
+
+def f(tree):
+    """A real scalar of every inexact leaf (complex ones through |z|^2 and Re z)."""
+    total = 0.0
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if inexact(leaf):
+            x = leaf.astype(jnp.result_type(leaf, jnp.float32))
+            total = total + jnp.sum(jnp.real(x * jnp.conj(x)) / 2 + jnp.sin(jnp.real(x)))
+    return total
+
+
+@settings(max_examples=30)
+@given(params_trees(dtypes=("float16", "bfloat16", "float32", "float64", "complex128"),
+                    max_leaves=5, held=HELD_KINDS), st.data())  # fmt: skip
+def test_trees_hold_what_was_asked(tree, data):
+    assert set(tree) == {"params", *HELD_KINDS}
+    assert jnp.issubdtype(jax.random.key_data(tree["key"]).dtype, jnp.unsignedinteger)
+    assert isinstance(tree["step"], int) and tree["counts"].dtype == jnp.int32
+    leaves = jax.tree_util.tree_leaves(tree["params"])
+    assert 1 <= len(leaves) <= 5
+    for leaf in leaves:
+        assert leaf.dtype.name in ("float16", "bfloat16", "float32", "float64", "complex128")
+        assert leaf.ndim <= 2 and all(1 <= n <= 4 for n in leaf.shape)
+        x = np.asarray(leaf.astype(jnp.complex128))
+        assert (
+            np.all(np.isfinite(x)) and np.all(np.abs(x.real) <= 2) and np.all(np.abs(x.imag) <= 2)
+        )
+
+
+def test_containers_dtypes_and_shapes_are_all_reached():
+    seen = {"dict": False, "list": False, "tuple": False, "scalar": False, "complex64": False}
+
+    @settings(max_examples=60)
+    @given(params_trees(dtypes=("float32", "complex64"), max_leaves=6))
+    def draw(tree):
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            for kind in (dict, list, tuple):
+                if isinstance(node, kind):
+                    seen[kind.__name__] = True
+                    stack.extend(node.values() if kind is dict else node)
+            if isinstance(node, jax.Array):
+                seen["scalar"] |= node.ndim == 0
+                seen["complex64"] |= node.dtype == jnp.complex64
+
+    draw()
+    assert all(seen.values()), seen
+
+
+@settings(max_examples=6, phases=(Phase.explicit, Phase.reuse, Phase.generate), deadline=None)
+@given(params_trees(dtypes=("float32", "float64", "complex128"), max_leaves=3,
+                    held=("key", "step")), st.data())  # fmt: skip
+def test_check_grad_passes_a_right_gradient_and_names_a_wrong_leaf_on_drawn_trees(tree, data):
+    assert fnn.check_grad(f, tree, taylor=False).ok
+    paths = [p for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0] if inexact(leaf)]
+    wrong = data.draw(st.sampled_from(paths))
+
+    def grad(p):
+        g = jax.grad(f, allow_int=True)(p)
+        return jax.tree_util.tree_map_with_path(lambda q, a: a * 1.05 if q == wrong else a, g)
+
+    report = fnn.check_grad(f, tree, grad=grad, taylor=False, locate=False)
+    failed = {r.leaf for r in report.rows if r.status == "fail"}
+    assert failed and all(name.startswith(jax.tree_util.keystr(wrong)) for name in failed), (
+        failed,
+        jax.tree_util.keystr(wrong),
+    )
+
+
+def test_an_equinox_mlp_is_drawn_and_checked():
+    eqx = pytest.importorskip("equinox")
+
+    @settings(max_examples=3)
+    @given(params_trees(dtypes=("float64",), equinox=True))
+    def check(model):
+        assert isinstance(model, eqx.nn.MLP)
+        x = jnp.linspace(-1.0, 1.0, model.in_size)
+        loss = lambda m: jnp.sum(m(x) ** 2)  # noqa: E731
+        assert fnn.check_grad(loss, model, taylor=False).ok
+
+    check()
+
+
+def test_bad_requests_are_refused_with_what_was_expected():
+    with pytest.raises(ValueError, match=r"dtypes \['int32'\] are not among"):
+        params_trees(dtypes=("int32",))
+    with pytest.raises(
+        ValueError, match=r"held \['rng'\] are not among \('key', 'step', 'counts'\)"
+    ):
+        params_trees(held=("rng",))
+    with pytest.raises(ValueError, match="max_leaves must be at least 1; got 0"):
+        params_trees(max_leaves=0)
+    with pytest.raises(ValueError, match="dtypes is empty"):
+        array_leaves(())
+    with pytest.raises(ValueError, match="1 <= min_side <= max_side"):
+        array_leaves(min_side=3, max_side=2)
+    with pytest.raises(ValueError, match="a real dtype comes first; got complex64"):
+        params_trees(dtypes=("complex64",), equinox=True)
+
+
+def test_float64_without_x64_is_refused_not_made_float32(monkeypatch):
+    import functional_nn.testing._strategies as strategies
+
+    monkeypatch.setattr(strategies, "x64", lambda: False)  # a process with x64 off
+    with pytest.raises(ValueError, match=r"\['float64'\] leaves need x64, which is off"):
+        params_trees(dtypes=("float32", "float64"))
