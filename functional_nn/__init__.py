@@ -194,5 +194,5 @@ def __getattr__(name: str):
     if name in _WITH_SYMPY:
         return getattr(importlib.import_module(_WITH_SYMPY[name]), name)
     if f"functional_nn.{name}" in _moved.MOVED:  # fnn.gradcheck: the old path, with its warning
-        return importlib.import_module(f"functional_nn.{name}")
+        return _moved.attribute(f"functional_nn.{name}")
     raise AttributeError(f"module 'functional_nn' has no attribute {name!r}")

@@ -109,11 +109,26 @@ def test_old_module_paths_warn_with_the_new_home_and_still_work(path):
         assert getattr(obj, "__module__", None) != path, name  # never defined in the alias
 
 
-def test_an_old_path_as_an_attribute_of_fnn_warns_too():
-    with pytest.warns(DeprecationWarning, match="fnn.DIRECTIONAL_ABOVE"):
-        sys.modules.pop("functional_nn.gradcheck", None)
-        vars(fnn).pop("gradcheck", None)
-        assert fnn.gradcheck.DIRECTIONAL_ABOVE is fnn.DIRECTIONAL_ABOVE
+@pytest.mark.parametrize(
+    "user_code",
+    ["import functional_nn as fnn\nfnn.gradcheck\n", "from functional_nn import gradcheck\n"],
+)
+def test_an_old_path_as_an_attribute_of_fnn_warns_at_the_users_line_too(user_code):
+    """``fnn.gradcheck`` and ``from functional_nn import gradcheck`` reach the old path through
+    ``fnn.__getattr__``: the warning is still the user's line, not importlib's (where Python's
+    default filters would hide it: they show a DeprecationWarning of ``__main__`` only)."""
+    sys.modules.pop("functional_nn.gradcheck", None)
+    vars(fnn).pop("gradcheck", None)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        namespace: dict = {}
+        exec(compile("import os\n" + user_code, "users_code.py", "exec"), namespace)
+    line = user_code.count("\n") + 1
+    assert [(w.category, w.filename, w.lineno) for w in seen] == [
+        (DeprecationWarning, "users_code.py", line)
+    ]
+    assert "fnn.DIRECTIONAL_ABOVE" in str(seen[0].message)
+    assert fnn.gradcheck.DIRECTIONAL_ABOVE is fnn.DIRECTIONAL_ABOVE
     with pytest.raises(AttributeError, match="no attribute 'gradchek'"):
         fnn.gradchek  # noqa: B018
 

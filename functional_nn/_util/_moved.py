@@ -86,6 +86,8 @@ def message(path: str) -> str:
 class _MovedPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Makes each old path's module from :data:`MOVED` when it is imported."""
 
+    quiet = False  # set by :func:`attribute`, which warns at its caller's line itself
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname in MOVED:
             return importlib.util.spec_from_loader(fullname, self)
@@ -96,12 +98,28 @@ class _MovedPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         path = module.__name__
-        # stacklevel 2: the import statement (the import system's own frames are skipped)
-        warnings.warn(message(path), DeprecationWarning, stacklevel=2)
+        if not self.quiet:  # stacklevel 2: the import statement (importlib's frames skipped)
+            warnings.warn(message(path), DeprecationWarning, stacklevel=2)
         module.__doc__ = f"Deprecated: {message(path)}."
         for name, home in MOVED[path].items():
             setattr(module, name, getattr(importlib.import_module(home), name))
         module.__all__ = sorted(MOVED[path])
+
+
+def attribute(path: str):
+    """The old path's module as an attribute of ``functional_nn`` (``fnn.gradcheck``, ``from
+    functional_nn import gradcheck``), its warning at the user's line: stacklevel 3 is this
+    function, ``functional_nn.__getattr__``, then the caller (importlib's frames are skipped).
+    Once per process, as for the import statement."""
+    module = sys.modules.get(path)
+    if module is None:
+        warnings.warn(message(path), DeprecationWarning, stacklevel=3)
+        _MovedPaths.quiet = True
+        try:
+            module = importlib.import_module(path)
+        finally:
+            _MovedPaths.quiet = False
+    return module
 
 
 def install() -> None:

@@ -6,10 +6,12 @@
 ...     assert jax.tree_util.tree_leaves(params)
 >>> test_tree()
 
-Leaves hold finite values in ``[-bound, bound]`` (no subnormals: a check at a denormal point
-tests the hardware's flush, not the gradient), cast to the leaf's dtype. A float64 or
-complex128 leaf needs ``jax_enable_x64`` on when the strategy is made: without it JAX would
-give float32 silently, so the strategy refuses.
+Leaves hold values finite in their dtype, in ``[-bound, bound]``, and no subnormals (a check
+at a denormal point tests the hardware's flush, not the gradient): a value below the dtype's
+smallest normal is drawn as 0, and a ``bound`` beyond its largest finite is refused. A float64
+or complex128 leaf needs ``jax_enable_x64`` on when the strategy is made: without it JAX would
+give float32 silently, so the strategy refuses. Every argument is checked when the strategy
+is made, with an error that names it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ HELD_KINDS = ("key", "step", "counts")
 """Held leaves :func:`params_trees` can add beside the parameters: a new-style PRNG key, a
 Python ``int`` step counter, an ``int32`` array of counts. The checkers hold them fixed."""
 
+MAX_DIMS, MAX_SIDE = 8, 64  # a leaf's axes and entries per axis at most (checked: small trees)
+
 NAMES = ("w", "b", "kernel", "bias", "scale", "embed", "gate", "head")
 
 
@@ -44,21 +48,72 @@ def x64() -> bool:
     return bool(jax.config.jax_enable_x64)
 
 
+def _names(value, what: str, where: str, example: str) -> tuple:
+    """A sequence of names: a bare string or a non-sequence is refused, not iterated."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ValueError(
+            f"{where}: {what} must be a sequence of names such as {example}; got {value!r}"
+        )
+    return tuple(value)
+
+
 def _check_dtypes(dtypes: Sequence[str], where: str) -> tuple[str, ...]:
-    dtypes = tuple(jnp.dtype(d).name for d in dtypes)
-    if not dtypes:
+    names = _names(dtypes, "dtypes", where, "('float32',)")
+    if not names:
         raise ValueError(f"{where}: dtypes is empty; give at least one of {DTYPES}")
-    unknown = [d for d in dtypes if d not in DTYPES]
+    known = []
+    for d in names:
+        try:
+            known.append(jnp.dtype(d).name)
+        except TypeError:
+            raise ValueError(
+                f"{where}: dtype {d!r} is not a dtype; expected one of {DTYPES}"
+            ) from None
+    unknown = [d for d in known if d not in DTYPES]
     if unknown:
         raise ValueError(f"{where}: dtypes {unknown} are not among {DTYPES}")
-    wide = [d for d in dtypes if d in ("float64", "complex128")]
+    wide = [d for d in known if d in ("float64", "complex128")]
     if wide and not x64():
         raise ValueError(
             f"{where}: {wide} leaves need x64, which is off (JAX would make them 32-bit "
             "silently): jax.config.update('jax_enable_x64', True) at the start of the process, "
             "or ask for float32/complex64"
         )
-    return dtypes
+    return tuple(known)
+
+
+def _check_int(value, name: str, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{where}: {name} must be an int in [{low}, {high}]; got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{where}: {name} must be in [{low}, {high}]; got {value}")
+    return int(value)
+
+
+def _check_bound(bound, dtypes: tuple[str, ...], where: str) -> float:
+    if isinstance(bound, bool) or not isinstance(bound, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{where}: bound must be a positive finite number; got {bound!r}")
+    if not (np.isfinite(bound) and bound > 0):
+        raise ValueError(f"{where}: bound must be a positive finite number; got {bound}")
+    for d in dtypes:
+        largest = float(jnp.finfo(d).max)
+        if bound > largest:
+            raise ValueError(
+                f"{where}: bound {bound} exceeds {d}'s largest finite value {largest:.6g}: "
+                "its leaves would hold inf"
+            )
+    return float(bound)
+
+
+def _in_dtype(x: np.ndarray, dtype: str) -> jax.Array:
+    """``x`` (float64 or complex128) as ``dtype``, entries below its smallest normal as 0."""
+    tiny = float(jnp.finfo(dtype).tiny)
+    flush = lambda a: np.where(np.abs(a) < tiny, 0.0, a)  # noqa: E731
+    if np.iscomplexobj(x):
+        x = flush(x.real) + 1j * flush(x.imag)
+    else:
+        x = flush(x)
+    return jnp.asarray(x, dtype)
 
 
 def array_leaves(
@@ -72,12 +127,17 @@ def array_leaves(
     """One array leaf: a dtype drawn from ``dtypes``, a shape of ``0..max_dims`` axes of
     ``min_side..max_side`` entries, finite values in ``[-bound, bound]`` (real and imaginary
     parts alike)."""
-    dtypes = _check_dtypes(dtypes, "array_leaves")
-    if not (0 <= max_dims and 1 <= min_side <= max_side and bound > 0):
+    where = "array_leaves"
+    dtypes = _check_dtypes(dtypes, where)
+    max_dims = _check_int(max_dims, "max_dims", where, 0, MAX_DIMS)
+    min_side = _check_int(min_side, "min_side", where, 1, MAX_SIDE)
+    max_side = _check_int(max_side, "max_side", where, 1, MAX_SIDE)
+    if min_side > max_side:
         raise ValueError(
-            f"array_leaves: expected max_dims >= 0, 1 <= min_side <= max_side, bound > 0; got "
-            f"max_dims={max_dims}, min_side={min_side}, max_side={max_side}, bound={bound}"
+            f"{where}: expected 1 <= min_side <= max_side; got min_side={min_side}, "
+            f"max_side={max_side}"
         )
+    bound = _check_bound(bound, dtypes, where)
     values = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, allow_subnormal=False)
 
     @st.composite
@@ -88,7 +148,7 @@ def array_leaves(
         x = draw(hnp.arrays(np.float64, shape, elements=values))
         if dtype.startswith("complex"):
             x = x + 1j * draw(hnp.arrays(np.float64, shape, elements=values))
-        return jnp.asarray(x, dtype)
+        return _in_dtype(x, dtype)
 
     return leaf()
 
@@ -109,15 +169,29 @@ def params_trees(
     Args:
         held: kinds from :data:`HELD_KINDS`; the tree is then ``{"params": tree, kind: leaf,
             ...}``, the held leaves beside the parameters, as a training state holds them.
-        equinox: draw an ``equinox.nn.MLP`` (sizes, depth, activation and a key drawn; its
-            dtype the first of ``dtypes``, which must be real) instead of nested containers.
+        equinox: draw an ``equinox.nn.MLP`` (sizes up to ``max_side``, depth, activation and
+            a key drawn; its dtype the one of ``dtypes``, which must be real and alone)
+            instead of nested containers; ``max_leaves``, ``max_dims`` and ``bound`` do not
+            apply to it (Equinox initializes its weights).
     """
-    dtypes = _check_dtypes(dtypes, "params_trees")
+    where = "params_trees"
+    dtypes = _check_dtypes(dtypes, where)
+    held = _names(held, "held", where, "('key', 'step')")
     unknown = [h for h in held if h not in HELD_KINDS]
     if unknown:
-        raise ValueError(f"params_trees: held {unknown} are not among {HELD_KINDS}")
-    if max_leaves < 1:
-        raise ValueError(f"params_trees: max_leaves must be at least 1; got {max_leaves}")
+        raise ValueError(f"{where}: held {unknown} are not among {HELD_KINDS}")
+    if len(set(held)) < len(held):
+        raise ValueError(f"{where}: held names a kind twice: {held}")
+    max_leaves = _check_int(max_leaves, "max_leaves", where, 1, 64)
+    max_dims = _check_int(max_dims, "max_dims", where, 0, MAX_DIMS)
+    max_side = _check_int(max_side, "max_side", where, 1, MAX_SIDE)
+    bound = _check_bound(bound, dtypes, where)
+    if not isinstance(equinox, bool):
+        raise ValueError(f"{where}: equinox must be True or False; got {equinox!r}")
+    if equinox and len(dtypes) > 1:
+        raise ValueError(
+            f"{where}: equinox=True draws one model in one dtype; got dtypes={dtypes} (give one)"
+        )
     if equinox:
         tree = _equinox_mlps(dtypes[0], max_side)
     else:

@@ -46,3 +46,22 @@ def test_without_the_plugin_no_table_is_added(tmp_path):
     run = run_pytest(tmp_path, "-p", "no:functional_nn", "-k", "a_report_in_a_local")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "functional_nn: failing check" not in run.stdout, run.stdout
+
+
+def test_loading_the_plugin_imports_neither_the_library_nor_hypothesis():
+    """pytest loads the plugin in every run of an environment that installs functional_nn,
+    with or without Hypothesis (only the testing extra brings it): loading it must cost
+    nothing and need nothing (the entry point is pytest's own way in)."""
+    from importlib.metadata import entry_points
+
+    (plugin,) = [e for e in entry_points(group="pytest11") if e.name == "functional_nn"]
+    probe = (
+        "import sys\n"
+        f"import {plugin.value}\n"
+        "print(sorted(m for m in ('jax', 'functional_nn', 'hypothesis', 'numpy')"
+        " if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]", run.stdout

@@ -45,6 +45,21 @@ def test_trees_hold_what_was_asked(tree, data):
         )
 
 
+@settings(max_examples=40)
+@given(array_leaves(("float16", "bfloat16", "float32", "complex64"), max_dims=1, max_side=3,
+                    bound=60000.0))  # fmt: skip
+def test_values_are_finite_and_normal_or_zero_in_the_leafs_own_dtype(leaf):
+    """Drawn in float64 and cast: a value below the dtype's smallest normal would be a
+    subnormal there (1e-45 in float32); it is drawn as 0, and a bound within the dtype's range
+    keeps every value finite (float16's largest is 65504)."""
+    parts = np.asarray(leaf.astype(jnp.complex64)) if leaf.dtype == jnp.complex64 else None
+    values = [parts.real, parts.imag] if parts is not None else [np.asarray(leaf, np.float64)]
+    tiny = float(jnp.finfo(leaf.dtype).tiny)
+    for x in values:
+        assert np.all(np.isfinite(x)) and np.all(np.abs(x) <= 60000.0)
+        assert np.all((x == 0) | (np.abs(x) >= tiny)), (leaf.dtype, x)
+
+
 def test_containers_dtypes_and_shapes_are_all_reached():
     seen = {"dict": False, "list": False, "tuple": False, "scalar": False, "complex64": False}
 
@@ -107,7 +122,7 @@ def test_bad_requests_are_refused_with_what_was_expected():
         ValueError, match=r"held \['rng'\] are not among \('key', 'step', 'counts'\)"
     ):
         params_trees(held=("rng",))
-    with pytest.raises(ValueError, match="max_leaves must be at least 1; got 0"):
+    with pytest.raises(ValueError, match=r"max_leaves must be in \[1, 64\]; got 0"):
         params_trees(max_leaves=0)
     with pytest.raises(ValueError, match="dtypes is empty"):
         array_leaves(())
@@ -115,6 +130,28 @@ def test_bad_requests_are_refused_with_what_was_expected():
         array_leaves(min_side=3, max_side=2)
     with pytest.raises(ValueError, match="a real dtype comes first; got complex64"):
         params_trees(dtypes=("complex64",), equinox=True)
+    with pytest.raises(ValueError, match=r"dtype 'flaot32' is not a dtype; expected one of"):
+        params_trees(dtypes=("flaot32",))
+    with pytest.raises(ValueError, match="dtypes must be a sequence of names such as"):
+        params_trees(dtypes="float32")  # a bare string, not ('float32',)
+    with pytest.raises(ValueError, match="held must be a sequence of names such as"):
+        params_trees(held="key")
+    with pytest.raises(ValueError, match="held names a kind twice"):
+        params_trees(held=("key", "key"))
+    with pytest.raises(ValueError, match=r"max_leaves must be an int in \[1, 64\]; got 2.5"):
+        params_trees(max_leaves=2.5)
+    with pytest.raises(ValueError, match=r"params_trees: max_side must be in \[1, 64\]; got 0"):
+        params_trees(max_side=0)
+    with pytest.raises(ValueError, match=r"max_dims must be in \[0, 8\]; got 40"):
+        array_leaves(max_dims=40)
+    with pytest.raises(ValueError, match="bound must be a positive finite number; got -1"):
+        params_trees(bound=-1)
+    with pytest.raises(ValueError, match="bound 100000.0 exceeds float16's largest finite"):
+        array_leaves(("float32", "float16"), bound=1e5)
+    with pytest.raises(ValueError, match="equinox must be True or False; got 'yes'"):
+        params_trees(equinox="yes")
+    with pytest.raises(ValueError, match="equinox=True draws one model in one dtype"):
+        params_trees(dtypes=("float32", "float16"), equinox=True)
 
 
 def test_float64_without_x64_is_refused_not_made_float32(monkeypatch):

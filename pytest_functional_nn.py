@@ -1,9 +1,13 @@
 """The pytest plugin: a failing test that holds a failing check's report shows its table.
 
 Registered as the ``pytest11`` entry point ``functional_nn``, so pytest loads it wherever
-``functional_nn`` is installed (``-p no:functional_nn`` turns it off). Loading it imports
-nothing: the hook below runs only for a failed test, and only looks for reports when
-``functional_nn.checking`` has been imported by then.
+``functional_nn`` is installed (``-p no:functional_nn`` turns it off). It is a module of its
+own beside the package, not inside it: importing anything in ``functional_nn`` runs the
+package's ``__init__`` (jax and the whole library, 1.5 s), and ``functional_nn.testing`` needs
+Hypothesis, which a plain install lacks, so a plugin there would slow or break every pytest
+run in the environment. Loading this one imports nothing but ``sys`` and ``pytest``
+(tests/testing/test_plugin.py checks it): the hook below runs only for a failed test, and
+only looks for reports when ``functional_nn.checking`` has been imported by then.
 
 Where the report comes from: the failing test's frames, and the frames it called, hold it in
 a local variable (``report = fnn.check_grad(...)``), or in the temporaries of pytest's
