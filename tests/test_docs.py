@@ -79,7 +79,7 @@ def test_checking_page_examples_run_and_say_what_the_page_says(tmp_path):
     assert "(2-4j)" in out  # complex: JAX's convention, and the conjugate fails, located
     assert "[('grad', '(root)'), ('taylor', '(root)')]" in out
     # low precision: a bfloat16 forward judged against itself in float64 (issue 34)
-    assert "True check_grad: P=12, 1 leaves, parameters float32, computed in bfloat16" in out
+    assert "True check_grad: P=12, 1 leaf, parameters float32, computed in bfloat16" in out
     assert ("reference central (float64) of the promoted program, yardstick 4 x the spread "
             "over 4 one-ulp nudges (bfloat16), at least 4 ulp") in out  # fmt: skip
 

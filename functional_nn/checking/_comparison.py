@@ -295,9 +295,11 @@ class GradCheckReport:
                 "evals", "seconds", "status")  # fmt: skip
         lines = []
         for r in self.rows:
+            where = list(r.index) if r.index else "()"  # () for a 0-d leaf: its one entry
+            shown = r.index or r.leaf in ("J", "directional") or r.value is not None
             at = (
-                f"{r.max_rel:.1e} at {list(r.index)}: {_fmt(r.value)} vs {_fmt(r.reference_value)}"
-                if r.index or r.leaf in ("J", "directional")
+                f"{r.max_rel:.1e} at {where}: {_fmt(r.value)} vs {_fmt(r.reference_value)}"
+                if shown
                 else "-"
             )
             if r.method == "taylor":  # the observed order of the remainder, 2 when right
@@ -340,6 +342,11 @@ def _located_lines(located) -> list[str]:
         return [f"located: no culprit among the units ({located.description})"]
     return ["located (the rule whose derivative is wrong at these values):",
             *(f"  {c}" for c in located.culprits)]  # fmt: skip
+
+
+def n_leaves(n: int) -> str:
+    """``"1 leaf"``, ``"2 leaves"``: the count a description writes."""
+    return f"{n} leaf" if n == 1 else f"{n} leaves"
 
 
 def _fmt(v) -> str:

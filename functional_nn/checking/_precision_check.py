@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_nn._util._precision import x64
-from functional_nn.checking._comparison import GradCheckReport, leaf_paths, row_within
+from functional_nn.checking._comparison import GradCheckReport, leaf_paths, n_leaves, row_within
 from functional_nn.checking._directions import seed_words
 from functional_nn.checking._progress import Tracker
 from functional_nn.checking._references import (
@@ -235,7 +235,7 @@ def check_low_precision(
                  if baseline is not None else
                  spread_note(compute))  # fmt: skip
     description = (
-        f"{where}: P={P}, {len(paths)} leaves, parameters {dtype}, computed in {compute}; "
+        f"{where}: P={P}, {n_leaves(len(paths))}, parameters {dtype}, computed in {compute}; "
         f"reference {name} (float64) of the promoted program, yardstick {yardstick}; "
         f"{lf.evaluations} evaluations in float64, no Taylor row"
     )

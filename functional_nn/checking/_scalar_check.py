@@ -44,6 +44,7 @@ from functional_nn.checking._comparison import (
     GradCheckReport,
     TaylorLadder,
     leaf_paths,
+    n_leaves,
     row_within,
 )
 from functional_nn.checking._complex_leaves import view_note
@@ -292,7 +293,7 @@ def check_grad(
         taylor_rows += _hvp_rows(grad_fn, params, k, (*seed, 2), paths, budget)
     name = reference_name(names)
     description = (
-        f"check_grad: P={P}, {len(paths)} leaves, reference {name}, order={order}, "
+        f"check_grad: P={P}, {n_leaves(len(paths))}, reference {name}, order={order}, "
         f"{lf.evaluations} evaluations"
     )
     if screened is not None:

@@ -41,7 +41,7 @@ import numpy as np
 
 from functional_nn._util._precision import x64
 from functional_nn._util._validation import check_int
-from functional_nn.checking._comparison import GradCheckReport, leaf_paths, row_within
+from functional_nn.checking._comparison import GradCheckReport, leaf_paths, n_leaves, row_within
 from functional_nn.checking._tolerances import reference_bars
 
 __all__ = ["direction", "is_sharded", "sharded_check_grad", "sharded_check_map"]
@@ -285,7 +285,7 @@ def _judged(f, params, candidate, k, key, where, method, seconds, aux=()) -> Gra
                              f"devices {[d.id for d in devices]}, process {procs})")  # fmt: skip
     P = sum(int(np.size(a)) for a in leaves)
     description = (
-        f"{where}: P={P}, {len(leaves)} leaves, sharded over "
+        f"{where}: P={P}, {n_leaves(len(leaves))}, sharded over "
         f"{len({d for a in leaves for d in a.sharding.device_set})} devices in "
         f"{jax.process_count()} processes: {k} directions per shard drawn with each leaf's "
         f"sharding, reference central (float64) inside the program, only scalars read; "
