@@ -24,7 +24,15 @@ from functional_nn._compile import (
     supported_xla_flags,
     use_persistent_cache,
 )
-from functional_nn._util import _moved, data_mesh, replicated, sample_sharding, shard_batch
+from functional_nn._util import (
+    MOVED_PATHS,
+    data_mesh,
+    moved_module,
+    replicated,
+    sample_sharding,
+    serve_moved_paths,
+    shard_batch,
+)
 from functional_nn.checking import (
     DIRECTIONAL_ABOVE,
     TOLERANCES,
@@ -185,7 +193,7 @@ _WITH_SYMPY = {"symbolic": "derivations.closed_form", "check_symbolic": "derivat
 """Public names that live with SymPy in ``derivations/`` (importing ``functional_nn`` imports
 no SymPy: docs/layout.md); ``fnn.NAME`` imports their module on first use."""
 
-_moved.install()
+serve_moved_paths()
 
 
 def __getattr__(name: str):
@@ -193,6 +201,6 @@ def __getattr__(name: str):
 
     if name in _WITH_SYMPY:
         return getattr(importlib.import_module(_WITH_SYMPY[name]), name)
-    if f"functional_nn.{name}" in _moved.MOVED:  # fnn.gradcheck: the old path, with its warning
-        return _moved.attribute(f"functional_nn.{name}")
+    if f"functional_nn.{name}" in MOVED_PATHS:  # fnn.gradcheck: the old path, with its warning
+        return moved_module(f"functional_nn.{name}")
     raise AttributeError(f"module 'functional_nn' has no attribute {name!r}")
