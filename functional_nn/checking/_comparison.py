@@ -296,7 +296,8 @@ class GradCheckReport:
         lines = []
         for r in self.rows:
             where = list(r.index) if r.index else "()"  # () for a 0-d leaf: its one entry
-            shown = r.index or r.leaf in ("J", "directional") or r.value is not None
+            one = isinstance(r.value, (int, float, complex, np.number))  # a 0-d leaf's entry
+            shown = r.index or r.leaf in ("J", "directional") or one
             at = (
                 f"{r.max_rel:.1e} at {where}: {_fmt(r.value)} vs {_fmt(r.reference_value)}"
                 if shown
