@@ -13,10 +13,16 @@ a memory budget (``budget_bytes``) holds, from an estimate of one point's memory
 and the largest intermediate of ``f``, read from its jaxpr); the last chunk is padded, so every
 chunk of a leaf has one shape.
 
-The chunks run eagerly, op by op, as :func:`jax.test_util.check_grads` runs: each primitive is
-compiled once per shape and reused by every leaf of the same shape and every later call, where
-one program per leaf would compile the whole of ``f`` once per leaf (5 s for the 32 leaves of a
-1M-parameter MLP on 2 cores, against 1.4 s op by op with 16 directions each). The points of a
+A leaf's chunks run as one compiled program, or eagerly op by op, by what the leaf shares
+with the others (:data:`SHARED_SHAPES`). A leaf whose shape and dtype at least that many leaves
+have (the layers of a deep MLP, a transformer's blocks) runs op by op, as
+:func:`jax.test_util.check_grads` runs: each primitive is compiled once per shape and reused
+by every leaf of the same shape and every later call, where one program per leaf would compile
+the whole of ``f`` once per leaf (5 s for the 32 leaves of a 1M-parameter MLP on 2 cores,
+against 1.4 s op by op with 16 directions each). Any other leaf's chunk program is compiled
+whole, once: op by op, each of its primitives would be a program of its own (every ``add``,
+``broadcast_in_dim`` and ``convert_element_type`` of a new shape), which made 55% of the
+compiles of the test suite's checks. The points of a
 leaf are traced once per chunk size and reused by every later call on that leaf (the ladder,
 the directions, a retry): tracing was a third of a cold check of a 32-leaf MLP. Evaluations run
 where the parameters live; only ``f``'s outputs come back to the host, in float64 (or
@@ -26,7 +32,9 @@ complex128), so a float32 ``f`` loses nothing more in the differences.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 import jax
@@ -43,6 +51,12 @@ PAD_BYTES = 2**20
 such chunks have one size whatever the number of points, the last padded (a check of a
 small ``f`` compiled 25% fewer programs: ``JAX_LOG_COMPILES=1``, test_check_grad.py and
 test_check_vjp.py, 1,560 before, 1,162 after)."""
+
+SHARED_SHAPES = 3
+"""A leaf whose shape and dtype this many leaves have (itself included) runs op by op; any
+other leaf's chunk program is compiled whole (the module's docstring). Measured on 2 cores,
+cold (``JAX_LOG_COMPILES=1``): tests/checking/test_check_grad.py and test_screen.py compiled
+1,989 programs op by op and 1,295 with their chunk programs whole."""
 
 DEFAULT_BUDGET = 256 * 2**20
 """Bytes of memory one chunk of evaluations may use (the default of the checkers'
@@ -88,7 +102,9 @@ class LeafFunction:
         self._largest = _largest_intermediate(f, params, args)
         self._base_pattern = None if pattern is None else pattern(params, *args)
         self._widen: set[int] = set()  # leaves whose complex step makes every leaf complex
-        self._programs: dict[tuple, Any] = {}  # (leaf, chunk, dtype, widen) -> traced points
+        self._programs: dict[tuple, Any] = {}  # (leaf, chunk, dtype, widen) -> (traced, run)
+        kinds = [(jnp.shape(a), jnp.result_type(a)) for a in self.leaves]
+        self._eager = {l for l, k in enumerate(kinds) if kinds.count(k) >= SHARED_SHAPES}
         self.evaluations = 0
         self.refused: dict[int, str] = {}
 
@@ -169,19 +185,19 @@ class LeafFunction:
             stop = min(start + c, n)
             index = np.minimum(np.arange(start, start + c), n - 1)  # padded: one shape
             d = jnp.asarray(deltas(index), base.dtype)
-            if program is None:  # traced once per leaf and chunk: its ops then run one by one
-                program = jax.make_jaxpr(jax.vmap(point))(d)
+            if program is None:  # traced once per leaf and chunk size, then reused
+                program = self._runner(jax.make_jaxpr(jax.vmap(point))(d), l in self._eager)
                 if not widen:  # a widened program holds complex copies of every leaf
                     self._programs[key] = program
             if is_complex:  # traced at complex points is not run there (Pallas, callbacks)
                 try:
-                    v, ch = jax.core.eval_jaxpr(program.jaxpr, program.consts, d)
+                    v, ch = program(d)
                 except Exception as error:  # noqa: BLE001 -- any failure: no complex step here
                     self.refused[l] = f"{type(error).__name__}: {str(error)[:120]}".strip()
                     self._programs.pop(key, None)
                     raise ComplexRefusedError(self.refused[l]) from error
             else:
-                v, ch = jax.core.eval_jaxpr(program.jaxpr, program.consts, d)
+                v, ch = program(d)
             values.append(np.asarray(v)[: stop - start])
             changed.append(np.asarray(ch)[: stop - start])
             self.evaluations += stop - start
@@ -191,6 +207,17 @@ class LeafFunction:
             return np.zeros((0, self.m)), np.zeros((0,), bool)
         wide = np.complex128 if np.iscomplexobj(values[0]) else np.float64
         return np.concatenate(values).astype(wide), np.concatenate(changed)
+
+    @staticmethod
+    def _runner(traced, eager: bool) -> Callable:
+        """``d -> (values, changed)`` of a traced chunk: its ops one by one (``eager``), or
+        one program (:func:`_whole_program`), the traced constants (``f``'s other leaves,
+        where they live) passed as arguments, never baked into the program."""
+        jaxpr, consts = traced.jaxpr, traced.consts
+        if eager:
+            return lambda d: jax.core.eval_jaxpr(jaxpr, consts, d)
+        whole = _whole_program(jaxpr)
+        return lambda d: whole(consts, d)
 
     def accepts_complex(self, l: int) -> bool:
         """Whether ``f`` takes leaf ``l`` complex and returns a complex output (a trace only):
@@ -218,6 +245,62 @@ class LeafFunction:
                 self._widen.add(l)
             return bool(jnp.issubdtype(out.dtype, jnp.complexfloating))
         return False
+
+
+WHOLE_KEPT = 256
+"""Whole chunk programs kept for later calls (:func:`_whole_program`), the least recently
+used dropped first."""
+
+_WHOLE: OrderedDict[tuple, Callable] = OrderedDict()
+
+_CUSTOM_CALLS = ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
+"""A custom rule's call runs its primal program alone where nothing differentiates it, as
+nothing differentiates a chunk program: its rules (new objects at every trace) are not part
+of the structure."""
+
+
+_PRINTED = (bool, int, float, complex, str, type(None), np.generic, np.dtype, Enum)
+"""Values that a printed program shows whole."""
+
+
+def _whole_program(jaxpr) -> Callable:
+    """``(consts, d) -> outputs``: ``jaxpr`` jitted, shared with every earlier chunk program
+    of the same structure, so that a later check of the same computation (another seed,
+    another call on the same shapes, as a test suite makes them) compiles nothing, as the
+    ops run one by one would not. The structure is the printed program (every equation, its
+    shapes, dtypes and literals) and the identity of every object in its equations that the
+    printing does not show whole: the constants of its inner programs, a callback, a
+    sharding (not a custom rule's functions: :data:`_CUSTOM_CALLS`). Those objects are held
+    by the kept program, so an identity is never reused while its entry is kept."""
+    opaque: list = []
+
+    def visit(value) -> None:
+        if hasattr(value, "consts") and hasattr(value, "jaxpr"):  # closed: consts not printed
+            opaque.extend(value.consts)
+            visit(value.jaxpr)
+        elif hasattr(value, "eqns"):  # an inner program, printed whole
+            for eqn in value.eqns:
+                custom = eqn.primitive.name in _CUSTOM_CALLS
+                for name, v in eqn.params.items():
+                    if not custom or name in ("call_jaxpr", "fun_jaxpr"):
+                        visit(v)
+        elif isinstance(value, (tuple, list)):
+            for v in value:
+                visit(v)
+        elif not isinstance(value, _PRINTED):
+            opaque.append(value)
+
+    visit(jaxpr)
+    key = (str(jaxpr), tuple(id(o) for o in opaque))
+    run = _WHOLE.get(key)
+    if run is None:
+        run = jax.jit(lambda consts, d: jax.core.eval_jaxpr(jaxpr, consts, d))
+        _WHOLE[key] = run
+        if len(_WHOLE) > WHOLE_KEPT:
+            _WHOLE.popitem(last=False)
+    else:
+        _WHOLE.move_to_end(key)
+    return run
 
 
 def _real_float(a) -> bool:

@@ -109,7 +109,8 @@ PROGRAM = textwrap.dedent(
 
 
 def run_program():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    flags = os.environ.get("XLA_FLAGS", "")  # the suite's fast-compile flags (tests/conftest.py)
+    env = {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=4".strip()}
     r = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, env=env,
                        timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 
-from functional_nn.differences._blocks import CHUNK, LeafFunction
+from functional_nn.differences import _blocks
+from functional_nn.differences._blocks import CHUNK, SHARED_SHAPES, LeafFunction
 
 PARAMS = {"w": jnp.arange(12.0).reshape(3, 4) / 10 - 0.5, "b": jnp.array([0.5, -0.2, 0.1])}
 X = jnp.array([1.0, -2.0, 0.5])
@@ -69,6 +70,77 @@ def test_each_point_is_f_with_only_leaf_l_moved_raveled_in_tree_order(l):
     # the other leaf was not moved: f's value at an unmoved point is f(params)
     np.testing.assert_allclose(lf.at(l, leaf), ravel_pytree(net(PARAMS, X))[0], rtol=1e-15)
     assert lf.evaluations == 5
+
+
+def test_leaves_of_a_shared_shape_run_op_by_op_the_others_whole_and_both_are_f():
+    """Three leaves of one shape (a deep MLP's layers) run op by op; the fourth, of a shape of
+    its own, as one program; each point is f with that leaf moved, either way."""
+    layers = {f"w{i}": jnp.sin(jnp.arange(9.0) + i).reshape(3, 3) for i in range(SHARED_SHAPES)}
+    params = {**layers, "v": jnp.arange(3.0) / 4}
+
+    def deep(p):
+        h = jnp.ones(3)
+        for i in range(SHARED_SHAPES):
+            h = jnp.tanh(p[f"w{i}"] @ h)
+        return h * p["v"]
+
+    lf = LeafFunction(deep, params)
+    leaves = jax.tree_util.tree_leaves(params)
+    v = 0  # "v" sorts first
+    assert lf._eager == set(range(1, SHARED_SHAPES + 1))
+    before = dict(_blocks._WHOLE)
+    rng = np.random.default_rng(0)
+    for l in (1, v):
+        d = rng.standard_normal((3, *leaves[l].shape)) / 100
+        values, _ = lf.evaluate(l, lambda i, d=d: d[i], 3, False)
+        for i in range(3):
+            np.testing.assert_allclose(values[i], direct(deep, params, l, leaves[l] + d[i]),
+                                       rtol=1e-14, atol=1e-15)  # fmt: skip
+    assert len(set(_blocks._WHOLE) - set(before)) == 1  # v's program alone was compiled whole
+
+
+def test_a_later_check_of_the_same_computation_reuses_its_whole_program():
+    """Another function object, other values of the other leaves: the same program (nothing
+    compiled again), and the values of the new point."""
+
+    def make():
+        return lambda p, x: jnp.tanh(p["w"].T @ x) * jnp.sum(p["b"])
+
+    first, second = LeafFunction(make(), PARAMS, (X,)), LeafFunction(make(), PARAMS, (X + 1,))
+    deltas, _ = moves(W, 2)
+    first.evaluate(W, deltas, 2, False)
+    kept = dict(_blocks._WHOLE)
+    values, _ = second.evaluate(W, deltas, 2, False)
+    assert dict(_blocks._WHOLE) == kept
+    moved = PARAMS["w"] + deltas([1])[0]
+    np.testing.assert_allclose(values[1], direct(make(), PARAMS, W, moved, (X + 1,)), rtol=1e-14)
+
+
+def test_programs_that_print_alike_but_compute_apart_are_never_shared():
+    """What a printed program does not show: an inner jit's constant, a host callback. Each
+    function keeps its own values (a shared program would return the first one's)."""
+
+    def with_const(c):
+        inner = jax.jit(lambda w: w * jnp.asarray(c))
+        return lambda p: jnp.sum(inner(p["w"]), axis=0) + p["b"][0]
+
+    def with_callback(c):
+        host = lambda w: np.asarray(w * c, w.dtype)  # noqa: E731
+        out = jax.ShapeDtypeStruct((3, 4), jnp.float64)
+        return lambda p: (
+            jnp.sum(jax.pure_callback(host, out, p["w"], vmap_method="sequential"), axis=0)
+            + p["b"][0]
+        )
+
+    deltas, _ = moves(W, 1)
+    for make in (with_const, with_callback):
+        f2, f3 = make(np.full((3, 4), 2.0)), make(np.full((3, 4), 3.0))
+        v2 = LeafFunction(f2, PARAMS).evaluate(W, deltas, 1, False)[0][0]
+        v3 = LeafFunction(f3, PARAMS).evaluate(W, deltas, 1, False)[0][0]
+        moved = PARAMS["w"] + deltas([0])[0]
+        np.testing.assert_allclose(v2, direct(f2, PARAMS, W, moved), rtol=1e-14)
+        np.testing.assert_allclose(v3, direct(f3, PARAMS, W, moved), rtol=1e-14)
+        assert not np.allclose(v2, v3)
 
 
 def test_outputs_of_any_pytree_are_raveled_as_ravel_pytree_does():

@@ -36,7 +36,9 @@ def runs(tmp_path_factory, once_per_run):
 def start_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device per process
+    flags = os.environ.get("XLA_FLAGS", "").split()  # one device per process, compiled fast
+    one = " ".join(f for f in flags if not f.startswith("--xla_force_host_platform_device_count"))
+    env = {**os.environ, "XLA_FLAGS": one}
     procs = [
         subprocess.Popen(
             [

@@ -92,7 +92,8 @@ PROGRAM = textwrap.dedent(
 
 
 def _run_four_devices():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    flags = os.environ.get("XLA_FLAGS", "")  # the suite's fast-compile flags (tests/conftest.py)
+    env = {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=4".strip()}
     r = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True,
                        cwd=ROOT, env=env, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -148,7 +149,8 @@ def test_on_four_simulated_devices():
 
 @pytest.mark.heavy
 def test_train_script_runs_data_parallel_on_two_devices(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    flags = os.environ.get("XLA_FLAGS", "")
+    env = {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=2".strip()}
     r = subprocess.run(
         [sys.executable, "scripts/train.py", "--dataset", "moons", "--sizes", "2,8,1",
          "--steps", "50", "--batch-size", "32", "--devices", "2"],
