@@ -21,8 +21,11 @@ by every leaf of the same shape and every later call, where one program per leaf
 the whole of ``f`` once per leaf (5 s for the 32 leaves of a 1M-parameter MLP on 2 cores,
 against 1.4 s op by op with 16 directions each). Any other leaf's chunk program is compiled
 whole, once: op by op, each of its primitives would be a program of its own (every ``add``,
-``broadcast_in_dim`` and ``convert_element_type`` of a new shape), which made 55% of the
-compiles of the test suite's checks. The points of a
+``broadcast_in_dim`` and ``convert_element_type`` of a new shape: 1,960 of the 3,589 programs
+that tests/checking/test_check_grad.py, test_screen.py, test_locate.py and
+test_research_models.py compiled cold, ``JAX_LOG_COMPILES=1``). A whole program is kept by its
+structure (:func:`_whole_program`), so a later check of the same computation compiles nothing
+again, as the ops run one by one would not. The points of a
 leaf are traced once per chunk size and reused by every later call on that leaf (the ladder,
 the directions, a retry): tracing was a third of a cold check of a 32-leaf MLP. Evaluations run
 where the parameters live; only ``f``'s outputs come back to the host, in float64 (or
