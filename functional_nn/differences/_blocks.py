@@ -277,11 +277,13 @@ def _whole_program(jaxpr) -> Callable:
     by the kept program, so an identity is never reused while its entry is kept."""
     opaque: list = []
 
-    def visit(value) -> None:
-        if hasattr(value, "consts") and hasattr(value, "jaxpr"):  # closed: consts not printed
+    def visit(value, top: bool = False) -> None:
+        inner = getattr(value, "jaxpr", None)
+        if hasattr(value, "consts") and not top:  # a program's constants are not printed
             opaque.extend(value.consts)
-            visit(value.jaxpr)
-        elif hasattr(value, "eqns"):  # an inner program, printed whole
+        if inner is not None and inner is not value and hasattr(inner, "eqns"):  # closed
+            visit(inner, top)
+        elif hasattr(value, "eqns"):  # a program (jax 0.12: its own .jaxpr, with .consts)
             for eqn in value.eqns:
                 custom = eqn.primitive.name in _CUSTOM_CALLS
                 for name, v in eqn.params.items():
@@ -293,7 +295,7 @@ def _whole_program(jaxpr) -> Callable:
         elif not isinstance(value, _PRINTED):
             opaque.append(value)
 
-    visit(jaxpr)
+    visit(jaxpr, top=True)  # its own constants are arguments
     key = (str(jaxpr), tuple(id(o) for o in opaque))
     run = _WHOLE.get(key)
     if run is None:
