@@ -8,6 +8,8 @@ cheap to trace and compile, and what scripts and tests call to keep them between
 - ``_xla_options.py``: which options and ``XLA_FLAGS`` the running XLA accepts.
 - ``_persistent.py``: JAX's persistent compilation cache for this process.
 - ``_executables.py``: ``check_gradients``' executables kept whole on disk.
+- ``_shared.py``: compiled programs shared by structure (``shared_jit``, ``shared_program``):
+  a function made afresh that computes what an earlier one computed compiles nothing.
 
 JAX internals this package relies on (each has a plain fallback, and
 ``tests/_compile/test_internals.py`` runs checks with all of them patched away):
@@ -45,6 +47,7 @@ from functional_nn._compile._options import (
     prefer_fast_compilation,
 )
 from functional_nn._compile._persistent import default_cache_dir, use_persistent_cache
+from functional_nn._compile._shared import shared_jit, shared_program
 from functional_nn._compile._tracing import as_loop, inline_jits, one_program, run_compiled, scan
 from functional_nn._compile._xla_options import supported_compile_options, supported_xla_flags
 
@@ -65,6 +68,8 @@ __all__ = [
     "prefer_fast_compilation",
     "run_compiled",
     "scan",
+    "shared_jit",
+    "shared_program",
     "supported_compile_options",
     "supported_xla_flags",
     "use_persistent_cache",

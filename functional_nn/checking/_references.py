@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from functional_nn._compile import shared_jit
 from functional_nn.checking._directions import LeafDirections, PickedDirections, leaf_directions
 from functional_nn.checking._tolerances import TOLERANCES
 from functional_nn.differences._blocks import ComplexRefusedError, LeafFunction
@@ -291,15 +292,18 @@ def bars_dtype(dtype: str, out_dtype) -> str:
 
 @functools.lru_cache(maxsize=128)
 def _jit(fn):
-    return jax.jit(fn)
+    return shared_jit(fn)
 
 
 def jitted(fn: Callable) -> Callable:
-    """``jax.jit(fn)``, one wrapper per (equal) function, so later calls reuse its program."""
+    """``jax.jit(fn)`` for values, one wrapper per (equal) function, so later calls reuse its
+    trace, and its compiled program shared with every function of the same structure
+    (:func:`~functional_nn._compile.shared_jit`: a check of a closure made afresh, the same
+    loss at other data, compiles nothing again)."""
     try:
         return _jit(fn)
     except TypeError:  # unhashable (a callable object that sets __hash__ = None): afresh
-        return jax.jit(lambda *args: fn(*args))
+        return shared_jit(lambda *args: fn(*args))
 
 
 class LeafReferences:

@@ -24,8 +24,8 @@ whole, once: op by op, each of its primitives would be a program of its own (eve
 ``broadcast_in_dim`` and ``convert_element_type`` of a new shape: 1,960 of the 3,589 programs
 that tests/checking/test_check_grad.py, test_screen.py, test_locate.py and
 test_research_models.py compiled cold, ``JAX_LOG_COMPILES=1``). A whole program is kept by its
-structure (:func:`_whole_program`), so a later check of the same computation compiles nothing
-again, as the ops run one by one would not. The points of a
+structure (:func:`~functional_nn._compile.shared_program`), so a later check of the same
+computation compiles nothing again, as the ops run one by one would not. The points of a
 leaf are traced once per chunk size and reused by every later call on that leaf (the ladder,
 the directions, a retry): tracing was a third of a cold check of a 32-leaf MLP. Evaluations run
 where the parameters live; only ``f``'s outputs come back to the host, in float64 (or
@@ -35,14 +35,15 @@ complex128), so a float32 ``f`` loses nothing more in the differences.
 from __future__ import annotations
 
 import math
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
-from enum import Enum
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from functional_nn._compile import shared_program
 
 CHUNK = 16
 """Points per chunk where the budget allows: large enough that a chunk's arithmetic
@@ -59,7 +60,8 @@ SHARED_SHAPES = 3
 """A leaf whose shape and dtype this many leaves have (itself included) runs op by op; any
 other leaf's chunk program is compiled whole (the module's docstring). Measured on 2 cores,
 cold (``JAX_LOG_COMPILES=1``): tests/checking/test_check_grad.py and test_screen.py compiled
-1,989 programs with every chunk op by op, 1,331 with this rule and :func:`_whole_program`."""
+1,989 programs with every chunk op by op, 1,331 with this rule and programs shared by
+structure (:func:`~functional_nn._compile.shared_program`)."""
 
 DEFAULT_BUDGET = 256 * 2**20
 """Bytes of memory one chunk of evaluations may use (the default of the checkers'
@@ -215,12 +217,13 @@ class LeafFunction:
     @staticmethod
     def _runner(traced, eager: bool) -> Callable:
         """``d -> (values, changed)`` of a traced chunk: its ops one by one (``eager``), or
-        one program (:func:`_whole_program`), the traced constants (``f``'s other leaves,
-        where they live) passed as arguments, never baked into the program."""
+        one program (:func:`~functional_nn._compile.shared_program`), the traced constants
+        (``f``'s other leaves, where they live) passed as arguments, never baked into the
+        program."""
         jaxpr, consts = traced.jaxpr, traced.consts
         if eager:
             return lambda d: jax.core.eval_jaxpr(jaxpr, consts, d)
-        whole = _whole_program(jaxpr)
+        whole = shared_program(jaxpr)
         return lambda d: whole(consts, d)
 
     def accepts_complex(self, l: int) -> bool:
@@ -249,64 +252,6 @@ class LeafFunction:
                 self._widen.add(l)
             return bool(jnp.issubdtype(out.dtype, jnp.complexfloating))
         return False
-
-
-WHOLE_KEPT = 256
-"""Whole chunk programs kept for later calls (:func:`_whole_program`), the least recently
-used dropped first."""
-
-_WHOLE: OrderedDict[tuple, Callable] = OrderedDict()
-
-_CUSTOM_CALLS = ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
-"""A custom rule's call runs its primal program alone where nothing differentiates it, as
-nothing differentiates a chunk program: its rules (new objects at every trace) are not part
-of the structure."""
-
-
-_PRINTED = (bool, int, float, complex, str, type(None), np.generic, np.dtype, Enum)
-"""Values that a printed program shows whole."""
-
-
-def _whole_program(jaxpr) -> Callable:
-    """``(consts, d) -> outputs``: ``jaxpr`` jitted, shared with every earlier chunk program
-    of the same structure, so that a later check of the same computation (another seed,
-    another call on the same shapes, as a test suite makes them) compiles nothing, as the
-    ops run one by one would not. The structure is the printed program (every equation, its
-    shapes, dtypes and literals) and the identity of every object in its equations that the
-    printing does not show whole: the constants of its inner programs, a callback, a
-    sharding (not a custom rule's functions: :data:`_CUSTOM_CALLS`). Those objects are held
-    by the kept program, so an identity is never reused while its entry is kept."""
-    opaque: list = []
-
-    def visit(value, top: bool = False) -> None:
-        inner = getattr(value, "jaxpr", None)
-        if hasattr(value, "consts") and not top:  # a program's constants are not printed
-            opaque.extend(value.consts)
-        if inner is not None and inner is not value and hasattr(inner, "eqns"):  # closed
-            visit(inner, top)
-        elif hasattr(value, "eqns"):  # a program (jax 0.12: its own .jaxpr, with .consts)
-            for eqn in value.eqns:
-                custom = eqn.primitive.name in _CUSTOM_CALLS
-                for name, v in eqn.params.items():
-                    if not custom or name in ("call_jaxpr", "fun_jaxpr"):
-                        visit(v)
-        elif isinstance(value, (tuple, list)):
-            for v in value:
-                visit(v)
-        elif not isinstance(value, _PRINTED):
-            opaque.append(value)
-
-    visit(jaxpr, top=True)  # its own constants are arguments
-    key = (str(jaxpr), tuple(id(o) for o in opaque))
-    run = _WHOLE.get(key)
-    if run is None:
-        run = jax.jit(lambda consts, d: jax.core.eval_jaxpr(jaxpr, consts, d))
-        _WHOLE[key] = run
-        if len(_WHOLE) > WHOLE_KEPT:
-            _WHOLE.popitem(last=False)
-    else:
-        _WHOLE.move_to_end(key)
-    return run
 
 
 def _real_float(a) -> bool:

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 
-from functional_nn.differences import _blocks
+from functional_nn._compile import _shared
 from functional_nn.differences._blocks import CHUNK, SHARED_SHAPES, LeafFunction
 
 PARAMS = {"w": jnp.arange(12.0).reshape(3, 4) / 10 - 0.5, "b": jnp.array([0.5, -0.2, 0.1])}
@@ -88,7 +88,7 @@ def test_leaves_of_a_shared_shape_run_op_by_op_the_others_whole_and_both_are_f()
     leaves = jax.tree_util.tree_leaves(params)
     v = 0  # "v" sorts first
     assert lf._eager == set(range(1, SHARED_SHAPES + 1))
-    before = dict(_blocks._WHOLE)
+    before = dict(_shared._PROGRAMS)
     rng = np.random.default_rng(0)
     for l in (1, v):
         d = rng.standard_normal((3, *leaves[l].shape)) / 100
@@ -96,7 +96,7 @@ def test_leaves_of_a_shared_shape_run_op_by_op_the_others_whole_and_both_are_f()
         for i in range(3):
             np.testing.assert_allclose(values[i], direct(deep, params, l, leaves[l] + d[i]),
                                        rtol=1e-14, atol=1e-15)  # fmt: skip
-    assert len(set(_blocks._WHOLE) - set(before)) == 1  # v's program alone was compiled whole
+    assert len(set(_shared._PROGRAMS) - set(before)) == 1  # v's program alone was compiled whole
 
 
 def test_a_later_check_of_the_same_computation_reuses_its_whole_program():
@@ -109,9 +109,9 @@ def test_a_later_check_of_the_same_computation_reuses_its_whole_program():
     first, second = LeafFunction(make(), PARAMS, (X,)), LeafFunction(make(), PARAMS, (X + 1,))
     deltas, _ = moves(W, 2)
     first.evaluate(W, deltas, 2, False)
-    kept = dict(_blocks._WHOLE)
+    kept = dict(_shared._PROGRAMS)
     values, _ = second.evaluate(W, deltas, 2, False)
-    assert dict(_blocks._WHOLE) == kept
+    assert dict(_shared._PROGRAMS) == kept
     moved = PARAMS["w"] + deltas([1])[0]
     np.testing.assert_allclose(values[1], direct(make(), PARAMS, W, moved, (X + 1,)), rtol=1e-14)
 
