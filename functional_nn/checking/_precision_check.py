@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -189,7 +190,9 @@ def check_low_precision(
     g = [np.asarray(a, np.float64) for a in jax.tree_util.tree_leaves(g_jit(params))]
     seconds = time.perf_counter() - start
     u = float(jnp.finfo(compute).eps)
-    spread = _spread(g_jit, params, g, nudge(dtype, compute), key) if baseline is None else None
+    spread = (
+        gradient_spread(g_jit, params, g, nudge(dtype, compute), key) if baseline is None else None
+    )
     base = None
     if baseline is not None:
         gb = jitted(jax.grad(baseline))(params)
@@ -213,9 +216,9 @@ def check_low_precision(
             before = lf.evaluations
             ref = refs.reference(l, d)
             cand = d.along(g[l])
-            floor = FLOOR * u * _abs_along(d, g[l])
+            floor = FLOOR * u * abs_along(d, g[l])
             if base is None:
-                bar = np.maximum(SPREAD_FACTOR * _abs_along(d, spread[l]), floor)
+                bar = np.maximum(SPREAD_FACTOR * abs_along(d, spread[l]), floor)
             else:
                 base_err = np.abs(d.along(base[l]) - ref.value[:, 0]).max(initial=0)
                 bar = BASELINE_FACTOR * base_err + floor
@@ -291,7 +294,7 @@ def spread_note(compute: str) -> str:
             f"{FLOOR:g} ulp")  # fmt: skip
 
 
-def _spread(g_jit, params, g, u, key) -> list[np.ndarray]:
+def gradient_spread(g_jit, params, g, u, key) -> list[np.ndarray]:
     """Per leaf, the largest change of the gradient over :data:`NUDGES` points whose every
     parameter moved by ``u`` of itself (random signs): the size of its rounding."""
     spread = [np.zeros_like(a) for a in g]
@@ -301,7 +304,7 @@ def _spread(g_jit, params, g, u, key) -> list[np.ndarray]:
     return spread
 
 
-def _abs_along(d: Directions, a: np.ndarray) -> np.ndarray:
+def abs_along(d: Directions, a: np.ndarray) -> np.ndarray:
     r""":math:`\sum_i |v_i| a_i` for each direction (``a`` non-negative, leaf-shaped)."""
     a = np.abs(np.asarray(a, np.float64)).ravel()
     if d.index is not None:
@@ -311,3 +314,56 @@ def _abs_along(d: Directions, a: np.ndarray) -> np.ndarray:
         js = range(start, min(start + 8, d.n))
         out[start : start + len(js)] = np.abs(d.blocks.blocks(js).reshape(len(js), -1)) @ a
     return out
+
+
+class Judged(NamedTuple):
+    """What a ``grad`` row of ``check_grad`` was made of, to judge it again."""
+
+    path: str
+    d: Directions
+    cand: np.ndarray
+    ref: Any  # the leaf's Reference
+    err: np.ndarray  # the reference's error plus the candidate's rounding, per direction
+    tol: float
+    out_shape: tuple
+    exclude: np.ndarray | None
+    evaluations: int
+    seconds: float
+
+
+def within_spread(rows: dict, judged: dict, g_jit, params, g_leaves, dtype: str, key):
+    r"""``check_grad``'s failing ``grad`` rows in ``dtype`` (float32 or float64) judged again
+    with the rounding that the gradient's own computation carries: ``(rows, note)``.
+
+    The candidate's rounding that a row allows (``ROUNDING`` ulps of :math:`\sum_i |v_i g_i|`)
+    is relative to the gradient itself; where a leaf's gradient is a sum that cancels (at a
+    minimum, where every entry is 0 up to rounding; a bias whose terms cancel by symmetry)
+    the rounding is relative to the terms, not to their sum, and both the candidate and the
+    reference carry it. The spread measures it: the gradient at :data:`NUDGES` points whose
+    every parameter moved by one unit in its last place (:func:`gradient_spread`, the
+    compiled gradient again: nothing compiles). A failing leaf passes where its error is
+    within :data:`SPREAD_FACTOR` times that spread along each direction; a wrong gradient
+    stays far beyond it. Only failing leaves are judged again, so a passing check costs
+    nothing more."""
+    failed = [l for l, row in rows.items() if row.status == "fail" and l in judged]
+    if not failed:
+        return rows, ""
+    u = float(jnp.finfo(dtype).eps)
+    g = [np.asarray(a, np.float64) for a in g_leaves]
+    spread = gradient_spread(g_jit, params, g, u, key)
+    passed = []
+    for l in failed:
+        j = judged[l]
+        err = j.err + SPREAD_FACTOR * abs_along(j.d, spread[l])
+        row = row_within(
+            "grad", j.path, j.cand.reshape(j.out_shape), j.ref.value[:, 0].reshape(j.out_shape),
+            err.reshape(j.out_shape), j.tol, j.exclude, None, j.evaluations, j.seconds,
+        )  # fmt: skip
+        if row.status != "fail":
+            rows[l] = row
+            passed.append(j.path)
+    again = ", ".join(judged[l].path for l in failed)
+    note = (f"; failing leaves judged again within {SPREAD_FACTOR:g} x the spread of the "
+            f"gradient over {NUDGES} one-ulp nudges ({dtype}): {again}; passed: "
+            f"{', '.join(passed) or 'none'}")  # fmt: skip
+    return rows, note

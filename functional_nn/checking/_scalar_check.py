@@ -57,7 +57,7 @@ from functional_nn.checking._leaves import (
 )
 from functional_nn.checking._on_failure import locating
 from functional_nn.checking._opening import open_check
-from functional_nn.checking._precision_check import low_precision, rejudge
+from functional_nn.checking._precision_check import Judged, low_precision, rejudge, within_spread
 from functional_nn.checking._progress import Progress, Tracker
 from functional_nn.checking._references import (
     Directions,
@@ -255,7 +255,7 @@ def check_grad(
     screens = pattern is None and primal is None and not view.paths
     screens = screens and screening(screen, P, len(paths))
     f0 = np.asarray(lf.flat(jitted(f)(params)), np.float64)[0] if taylor or screens else None
-    rows, taylor_rows, names, ladders = {}, [], [], {}
+    rows, taylor_rows, names, ladders, judged = {}, [], [], {}, {}
     screened = None
     if screens:
         screened = screen_grad(f, params, f0, g_leaves, dtype, seed, paths, tracker)
@@ -281,14 +281,19 @@ def check_grad(
         names.append(ref.name)
         out_shape = shape if unit else (k,)
         excl = None if ref.crossed is None else ref.crossed.reshape(out_shape)
+        judged[l] = Judged(path, d, cand, ref, ref.error[:, 0] + cand_err, tol, out_shape, excl,
+                           lf.evaluations - before, seconds)  # fmt: skip
         rows[l] = row_within(
             "grad", path, cand.reshape(out_shape), ref.value[:, 0].reshape(out_shape),
-            (ref.error[:, 0] + cand_err).reshape(out_shape), tol, excl, None,
-            lf.evaluations - before, seconds,
+            judged[l].err.reshape(out_shape), tol, excl, None, lf.evaluations - before, seconds,
         )  # fmt: skip
         if taylor:
             row, ladders[path] = _taylor_row(refs, l, path, f0, g_leaves[l])
             taylor_rows.append(row)
+    spread_note = ""
+    if refs.dtype == "float64" and not view.paths:  # rounding of sums that cancel
+        rows, spread_note = within_spread(rows, judged, jitted(grad_fn), params, g_leaves,
+                                          refs.dtype, key)  # fmt: skip
     if order == 2:
         taylor_rows += _hvp_rows(grad_fn, params, k, (*seed, 2), paths, budget)
     name = reference_name(names)
@@ -303,7 +308,7 @@ def check_grad(
                if primal is not None else "complex leaves" if view.paths
                else "f does not evaluate in float64 as itself")  # fmt: skip
         description += f"; screen not used: {why}"
-    description += refused_note(lf, paths) + view_note(view) + held_note(held)
+    description += spread_note + refused_note(lf, paths) + view_note(view) + held_note(held)
     rows = [rows[l] for l in sorted(rows)]
     report = GradCheckReport(rows + taylor_rows, name, description, view.dtype or dtype, ladders)
     if refs.dtype == "float32" and not view.paths and order == 1 and not report.ok:
