@@ -123,3 +123,25 @@ def test_a_gradient_that_vanishes_up_to_rounding_passes_in_float64(case):
 
         bad = fnn.check_grad(f, params, grad=wrong, locate=False)
         assert [r.leaf for r in bad.failures if r.method == "grad"] == [f"['{leaf}']"], bad
+
+
+@pytest.mark.parametrize("case", [_least_squares_at_its_minimum, _a_bias_whose_terms_cancel],
+                         ids=["minimum", "cancelling-bias"])  # fmt: skip
+def test_a_vjp_that_vanishes_up_to_rounding_passes_in_float64(case):
+    """The same leaves through check_vjp: its vjp, dot-product and vmap rows failed there
+    (the batched VJP rounds otherwise than the loop); they are judged again within the spread
+    of the VJP over one-ulp nudges. A VJP off by 1e-12 on such a leaf still fails it."""
+    f, params = case()
+    g = lambda p: f(p)[None]  # noqa: E731
+    report = fnn.check_vjp(g, params, locate=False)
+    assert report.ok, report
+    assert "judged again within 4 x the spread of the VJP" in report.description
+    vanishing = [k for k, a in jax.grad(f)(params).items() if np.abs(np.asarray(a)).max() < 1e-13]
+    for leaf in vanishing:
+
+        def wrong(p, w, leaf=leaf):
+            right = jax.vjp(g, p)[1](w)[0]
+            return dict(right, **{leaf: right[leaf] + 1e-12 * jnp.sum(w)})
+
+        bad = fnn.check_vjp(g, params, vjp=wrong, locate=False)
+        assert {r.leaf for r in bad.failures if r.method == "vjp"} == {f"['{leaf}']"}, bad
