@@ -40,6 +40,7 @@ from functional_nn.checking._directions import host_rng, seed_words
 from functional_nn.checking._leaves import Keyed, held_note
 from functional_nn.checking._on_failure import locating
 from functional_nn.checking._opening import inexact_outputs, open_check
+from functional_nn.checking._precision_check import NUDGES, SPREAD_FACTOR, nudged
 from functional_nn.checking._precision_maps import low_precision_map
 from functional_nn.checking._progress import Progress, Tracker
 from functional_nn.checking._references import (
@@ -168,7 +169,7 @@ def check_jvp(
     full = P <= DIRECTIONAL_ABOVE and P * m <= FULL_JACOBIAN_UP_TO
     rng = host_rng(0 if key is None else key)
     W = rng.standard_normal((k, m))
-    rows, names = [], []
+    rows, names, redo = [], [], {}
     for l, path in enumerate(paths):
         tracker.leaf(l)
         leaf = lf.leaves[l]
@@ -186,14 +187,20 @@ def check_jvp(
         err = ref.error + ROUNDING * u * np.abs(cand)
         excl = None if ref.crossed is None or not ref.crossed.any() else ref.crossed
         excl = None if excl is None else np.broadcast_to(excl[:, None], cand.shape)
+        redo[("jvp", l)] = (d, cand, ref.value, err, tol, excl, lf.evaluations - before)
         rows.append(row_within("jvp", path, cand, ref.value, err, tol, excl, (d.n, m),
                                lf.evaluations - before))  # fmt: skip
-        rows += _properties(path, l, k, refs, push, transpose, W, bars["vmap"], u)
+        rows += _properties(path, l, k, refs, push, transpose, W, bars["vmap"], u, redo)
+    spread_note = ""
+    if refs.dtype == "float64" and not view.paths:  # rounding of sums that cancel
+        spread_note = _within_spread(rows, redo, paths, g, lf, jvp_user, W, key)
     description = (
         f"check_jvp: P={P} primal entries, m={m} outputs, k={k}, reference "
         f"{reference_name(names)}, {lf.evaluations} evaluations"
     )
-    description += refused_note(lf, paths) + view_note(view, complex_out) + held_note(held)
+    description += (
+        spread_note + refused_note(lf, paths) + view_note(view, complex_out) + held_note(held)
+    )
     order = {name: i for i, name in enumerate(METHODS)}
     rows.sort(key=lambda r: (order[r.method], paths.index(r.leaf)))
     return GradCheckReport(rows, reference_name(names), description, view.dtype or dtype)
@@ -219,10 +226,12 @@ def _tangents(d: Directions, leaf) -> Callable:
     return make
 
 
-def _pushforward(g, lf: LeafFunction, jvp_user) -> Callable:
+def _pushforward(g, lf: LeafFunction, jvp_user, leaves=None) -> Callable:
     """``(l, V (n, *leaf shape)) -> (n, m)`` float64: the checked JVP of tangents in leaf
     ``l`` alone (zero elsewhere), batched with ``vmap`` (a user's ``jvp``, of the checked
-    tree, gets one call per tangent: it need not batch)."""
+    tree, gets one call per tangent: it need not batch); at ``leaves`` (default the
+    checked point's)."""
+    leaves = list(lf.leaves) if leaves is None else list(leaves)
 
     def tangent_tree(l, v):
         zeros = [jnp.zeros_like(a) for a in lf.leaves]
@@ -231,7 +240,7 @@ def _pushforward(g, lf: LeafFunction, jvp_user) -> Callable:
 
     if jvp_user is None:
         program = _push_program(Keyed(g))
-        primals = jax.tree_util.tree_unflatten(lf.treedef, list(lf.leaves))
+        primals = jax.tree_util.tree_unflatten(lf.treedef, leaves)
 
         def push(l, V):
             n = len(V)
@@ -252,7 +261,8 @@ def _pushforward(g, lf: LeafFunction, jvp_user) -> Callable:
         return push
 
     def one(l, v):
-        return lf.flat(jvp_user(lf.params_with(l, lf.leaves[l]), tangent_tree(l, v)))
+        at = jax.tree_util.tree_unflatten(lf.treedef, leaves)
+        return lf.flat(jvp_user(at, tangent_tree(l, v)))
 
     def push(l, V):
         return np.stack([np.asarray(one(l, jnp.asarray(v)), np.float64) for v in V])
@@ -298,8 +308,9 @@ def _transposed(g, lf: LeafFunction, where) -> Callable | None:
     return back
 
 
-def _properties(path, l, k, refs, push, transpose, W, tol, u) -> list[CheckRow]:
-    """The rows every JVP must pass, along ``k`` random tangents of leaf ``l``."""
+def _properties(path, l, k, refs, push, transpose, W, tol, u, redo) -> list[CheckRow]:
+    """The rows every JVP must pass, along ``k`` random tangents of leaf ``l`` (what they
+    were made of kept in ``redo``, for :func:`_within_spread`)."""
     d = refs.random(l, k, purpose=7)
     V = np.asarray(d.blocks)  # (k, *shape)
     one = push.one
@@ -313,9 +324,11 @@ def _properties(path, l, k, refs, push, transpose, W, tol, u) -> list[CheckRow]:
     lhs = np.concatenate([twice[0], summed])
     rhs = np.concatenate([2 * loop[0], loop[0] + loop[1]])
     bar = ROUNDING * u * np.concatenate([2 * np.abs(loop[0]), np.abs(loop[0]) + np.abs(loop[1])])
+    redo[("linearity", l)] = (V, loop, lhs, rhs, bar, tol)
     rows.append(row_within("linearity", path, lhs, rhs, bar, tol, None, (2, loop.shape[1]), 0))
     c = compare_leaf(path, zero, np.zeros_like(zero))
     rows.append(leaf_row("zero tangent", c, 0.0, 0, 0))
+    redo[("vmap", l)] = (V, loop, batched, None, None, tol)
     rows.append(leaf_row("vmap", compare_leaf(path, batched, loop), tol, 0, 0))
     if transpose is not None:
         left = W @ loop.T  # (k_w, k_v): <w, jvp(v)>
@@ -324,5 +337,65 @@ def _properties(path, l, k, refs, push, transpose, W, tol, u) -> list[CheckRow]:
         bar = (
             ROUNDING * u * (np.abs(W) @ np.abs(loop).T + np.abs(back) @ np.abs(V.reshape(k, -1)).T)
         )
+        redo[("transpose", l)] = (V, loop, left, right, bar, tol)
         rows.append(row_within("transpose", path, left, right, bar, tol, None, left.shape, 0))
     return rows
+
+
+def _within_spread(rows, redo, paths, g, lf, jvp_user, W, key) -> str:
+    r"""The failing rows of a leaf judged again (in place) with the rounding that the JVP's
+    own computation carries, as ``check_grad`` judges a gradient that vanishes up to rounding
+    (:func:`~functional_nn.checking._precision_check.within_spread`): the JVPs again at
+    :data:`NUDGES` one-ulp nudges of every primal (the compiled pushforward: nothing
+    compiles), the leaf's largest change :math:`R` times :data:`SPREAD_FACTOR` added to each
+    entry's bar: :math:`R` for ``jvp`` and ``vmap``, :math:`2R` for ``linearity`` (two
+    tangents), :math:`2 R \sum_j |w_j|` for ``transpose`` (both sides, the VJP's rounding
+    taken alike). Returns the description's note ("" where no such row failed)."""
+    failed = [i for i, r in enumerate(rows) if r.status == "fail"
+              and (r.method, paths.index(r.leaf)) in redo]  # fmt: skip
+    if not failed:
+        return ""
+    u = float(jnp.finfo(jnp.float64).eps)
+    primals = jax.tree_util.tree_unflatten(lf.treedef, list(lf.leaves))
+    moved = [jax.tree_util.tree_leaves(p) for p in nudged(primals, u, key, NUDGES)]
+    pushes = [_pushforward(g, lf, jvp_user, leaves) for leaves in moved]
+    spread: dict = {}  # (leaf, "unit" or "dense") -> the largest change
+
+    def largest(l, kind):
+        if (l, kind) not in spread:
+            if kind == "jvp":
+                d, cand = redo[("jvp", l)][:2]
+                V = _tangents(d, lf.leaves[l])
+                again = [np.concatenate([p(l, V(js)) for js in _chunks(d.n)]) for p in pushes]
+            else:  # the properties' tangents, shared by their rows
+                V, cand = redo[("vmap", l)][:2]
+                again = [p(l, V) for p in pushes]
+            spread[(l, kind)] = max(float(np.abs(a - cand).max(initial=0)) for a in again)
+        return SPREAD_FACTOR * spread[(l, kind)]
+
+    passed = []
+    for i in failed:
+        method, path = rows[i].method, rows[i].leaf
+        l = paths.index(path)
+        if method == "jvp":
+            d, cand, value, err, tol, excl, evaluations = redo[(method, l)]
+            row = row_within("jvp", path, cand, value, err + largest(l, "jvp"), tol, excl,
+                             cand.shape, evaluations)  # fmt: skip
+        else:
+            V, loop, a, b, bar, tol = redo[(method, l)]
+            R = largest(l, "dense")
+            if method == "vmap":
+                row = row_within("vmap", path, a, loop, np.full(a.shape, R), tol, None,
+                                 a.shape, 0)  # fmt: skip
+            elif method == "linearity":
+                row = row_within("linearity", path, a, b, bar + 2 * R, tol, None, a.shape, 0)
+            else:
+                floor = 2 * R * np.sum(np.abs(W), axis=1)[:, None]
+                row = row_within("transpose", path, a, b, bar + floor, tol, None, a.shape, 0)
+        if row.status != "fail":
+            rows[i] = row
+            passed.append(f"{method} {path}")
+    judged = ", ".join(f"{rows[i].method} {rows[i].leaf}" for i in failed)
+    return (f"; failing rows judged again within {SPREAD_FACTOR:g} x the spread of the JVP over "
+            f"{NUDGES} one-ulp nudges (float64): {judged}; passed: "
+            f"{', '.join(passed) or 'none'}")  # fmt: skip

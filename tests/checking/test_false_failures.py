@@ -145,3 +145,23 @@ def test_a_vjp_that_vanishes_up_to_rounding_passes_in_float64(case):
 
         bad = fnn.check_vjp(g, params, vjp=wrong, locate=False)
         assert {r.leaf for r in bad.failures if r.method == "vjp"} == {f"['{leaf}']"}, bad
+
+
+@pytest.mark.parametrize("case", [_least_squares_at_its_minimum, _a_bias_whose_terms_cancel],
+                         ids=["minimum", "cancelling-bias"])  # fmt: skip
+def test_a_jvp_that_vanishes_up_to_rounding_passes_in_float64(case):
+    """The same leaves through check_jvp: its jvp, linearity, vmap and transpose rows failed
+    there; they are judged again within the spread of the JVP over one-ulp nudges. A JVP off
+    by 1e-12 times the tangent on such a leaf still fails it."""
+    f, params = case()
+    report = fnn.check_jvp(f, params, locate=False)
+    assert report.ok, report
+    assert "judged again within 4 x the spread of the JVP" in report.description
+    vanishing = [k for k, a in jax.grad(f)(params).items() if np.abs(np.asarray(a)).max() < 1e-13]
+    for leaf in vanishing:
+
+        def wrong(p, t, leaf=leaf):
+            return jax.jvp(f, (p,), (t,))[1] + 1e-12 * jnp.sum(t[leaf])
+
+        bad = fnn.check_jvp(f, params, jvp=wrong, locate=False)
+        assert {r.leaf for r in bad.failures if r.method == "jvp"} == {f"['{leaf}']"}, bad
