@@ -192,8 +192,8 @@ def check_jvp(
                                lf.evaluations - before))  # fmt: skip
         rows += _properties(path, l, k, refs, push, transpose, W, bars["vmap"], u, redo)
     spread_note = ""
-    if refs.dtype == "float64" and not view.paths:  # rounding of sums that cancel
-        spread_note = _within_spread(rows, redo, paths, g, lf, jvp_user, W, key)
+    if not view.paths:  # rounding of sums that cancel
+        spread_note = _within_spread(rows, redo, paths, g, lf, jvp_user, W, key, dtype)
     description = (
         f"check_jvp: P={P} primal entries, m={m} outputs, k={k}, reference "
         f"{reference_name(names)}, {lf.evaluations} evaluations"
@@ -342,7 +342,7 @@ def _properties(path, l, k, refs, push, transpose, W, tol, u, redo) -> list[Chec
     return rows
 
 
-def _within_spread(rows, redo, paths, g, lf, jvp_user, W, key) -> str:
+def _within_spread(rows, redo, paths, g, lf, jvp_user, W, key, dtype) -> str:
     r"""The failing rows of a leaf judged again (in place) with the rounding that the JVP's
     own computation carries, as ``check_grad`` judges a gradient that vanishes up to rounding
     (:func:`~functional_nn.checking._precision_check.within_spread`): the JVPs again at
@@ -355,7 +355,7 @@ def _within_spread(rows, redo, paths, g, lf, jvp_user, W, key) -> str:
               and (r.method, paths.index(r.leaf)) in redo]  # fmt: skip
     if not failed:
         return ""
-    u = float(jnp.finfo(jnp.float64).eps)
+    u = float(jnp.finfo(dtype).eps)
     primals = jax.tree_util.tree_unflatten(lf.treedef, list(lf.leaves))
     moved = [jax.tree_util.tree_leaves(p) for p in nudged(primals, u, key, NUDGES)]
     pushes = [_pushforward(g, lf, jvp_user, leaves) for leaves in moved]
@@ -397,5 +397,5 @@ def _within_spread(rows, redo, paths, g, lf, jvp_user, W, key) -> str:
             passed.append(f"{method} {path}")
     judged = ", ".join(f"{rows[i].method} {rows[i].leaf}" for i in failed)
     return (f"; failing rows judged again within {SPREAD_FACTOR:g} x the spread of the JVP over "
-            f"{NUDGES} one-ulp nudges (float64): {judged}; passed: "
+            f"{NUDGES} one-ulp nudges ({dtype}): {judged}; passed: "
             f"{', '.join(passed) or 'none'}")  # fmt: skip

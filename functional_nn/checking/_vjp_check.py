@@ -240,9 +240,9 @@ def check_vjp(
         redo[("vmap", l)] = (bars["vmap"],)
         rows.append(leaf_row("vmap", c, bars["vmap"], 0, k, seconds))
     spread_note = ""
-    if refs.dtype == "float64" and not view.paths:  # rounding of sums that cancel
+    if not view.paths:  # rounding of sums that cancel
         spread_note = _within_spread(rows, redo, paths, one, primals, W, A, B, Wf, k, seconds,
-                                     key)  # fmt: skip
+                                     key, dtype)  # fmt: skip
     name = reference_name(names)
     description = (
         f"check_vjp: P={P} primal entries, m={m} outputs, k={k}, reference {name}, "
@@ -291,7 +291,8 @@ def _dot_product_terms(Wf, ref, d, A_l, tol, spread=None):
     return lhs, rhs, keep, error, bad
 
 
-def _within_spread(rows, redo, paths, one, primals, W, A, B, Wf, k, seconds, key) -> str:
+def _within_spread(rows, redo, paths, one, primals, W, A, B, Wf, k, seconds, key,
+                   dtype) -> str:  # fmt: skip
     """The failing ``vjp``, ``dot-product`` and ``vmap`` rows judged again (in place) with
     the rounding the VJP's own computation carries, as ``check_grad`` judges a gradient that
     vanishes up to rounding (:func:`~functional_nn.checking._precision_check.within_spread`):
@@ -302,7 +303,7 @@ def _within_spread(rows, redo, paths, one, primals, W, A, B, Wf, k, seconds, key
               and (r.method, paths.index(r.leaf)) in redo]  # fmt: skip
     if not failed:
         return ""
-    u = float(jnp.finfo(jnp.float64).eps)
+    u = float(jnp.finfo(dtype).eps)
     spread = [np.zeros(a.shape, np.float64) for a in A]
     for moved in nudged(primals, u, key, NUDGES):
         again = [one(moved, jax.tree_util.tree_map(lambda w, j=j: w[j], W)) for j in range(k)]
@@ -334,7 +335,7 @@ def _within_spread(rows, redo, paths, one, primals, W, A, B, Wf, k, seconds, key
             passed.append(f"{method} {path}")
     judged = ", ".join(f"{rows[i].method} {rows[i].leaf}" for i in failed)
     return (f"; failing rows judged again within {SPREAD_FACTOR:g} x the spread of the VJP over "
-            f"{NUDGES} one-ulp nudges (float64): {judged}; passed: "
+            f"{NUDGES} one-ulp nudges ({dtype}): {judged}; passed: "
             f"{', '.join(passed) or 'none'}")  # fmt: skip
 
 

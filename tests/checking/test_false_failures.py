@@ -165,3 +165,29 @@ def test_a_jvp_that_vanishes_up_to_rounding_passes_in_float64(case):
 
         bad = fnn.check_jvp(f, params, jvp=wrong, locate=False)
         assert {r.leaf for r in bad.failures if r.method == "jvp"} == {f"['{leaf}']"}, bad
+
+
+@pytest.mark.parametrize("checker", ["vjp", "jvp"])
+def test_a_vjp_or_jvp_that_vanishes_up_to_rounding_passes_in_float32(checker):
+    """Least squares at its float64 minimizer, checked in float32: every entry of the
+    derivative is 0 up to float32's rounding of a sum of 200 terms (about 1e-5); judged again
+    within the spread over one-ulp float32 nudges, it passes; 1e-2 off on one leaf fails."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 3)), rng.standard_normal(200)
+    X, y = jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.float32)
+    solution = jnp.linalg.lstsq(jnp.concatenate([X, jnp.ones((200, 1), jnp.float32)], 1), y)[0]
+    params = {"w": solution[:3], "c": solution[3]}
+    f = lambda p: jnp.sum((X @ p["w"] + p["c"] - y) ** 2)  # noqa: E731
+    g = lambda p: f(p)[None]  # noqa: E731
+    if checker == "vjp":
+        report = fnn.check_vjp(g, params, locate=False)
+        wrong = lambda p, w: dict(jax.vjp(g, p)[1](w)[0], c=jax.vjp(g, p)[1](w)[0]["c"]  # noqa: E731
+                                  + 1e-2 * jnp.sum(w))  # fmt: skip
+        bad = fnn.check_vjp(g, params, vjp=wrong, locate=False)
+    else:
+        report = fnn.check_jvp(f, params, locate=False)
+        wrong = lambda p, t: jax.jvp(f, (p,), (t,))[1] + 1e-2 * t["c"]  # noqa: E731
+        bad = fnn.check_jvp(f, params, jvp=wrong, locate=False)
+    assert report.ok, report
+    assert "one-ulp nudges (float32)" in report.description
+    assert {r.leaf for r in bad.failures if r.method == checker} == {"['c']"}, bad
