@@ -40,7 +40,12 @@ from functional_nn.checking._directions import host_rng, seed_words
 from functional_nn.checking._leaves import Keyed, held_note
 from functional_nn.checking._on_failure import locating
 from functional_nn.checking._opening import inexact_outputs, open_check
-from functional_nn.checking._precision_check import NUDGES, SPREAD_FACTOR, nudged
+from functional_nn.checking._precision_check import (
+    NUDGES,
+    SPREAD_FACTOR,
+    judged_again,
+    nudged,
+)
 from functional_nn.checking._precision_maps import low_precision_map
 from functional_nn.checking._progress import Progress, Tracker
 from functional_nn.checking._references import (
@@ -395,7 +400,5 @@ def _within_spread(rows, redo, paths, g, lf, jvp_user, W, key, dtype) -> str:
         if row.status != "fail":
             rows[i] = row
             passed.append(f"{method} {path}")
-    judged = ", ".join(f"{rows[i].method} {rows[i].leaf}" for i in failed)
-    return (f"; failing rows judged again within {SPREAD_FACTOR:g} x the spread of the JVP over "
-            f"{NUDGES} one-ulp nudges ({dtype}): {judged}; passed: "
-            f"{', '.join(passed) or 'none'}")  # fmt: skip
+    judged = [f"{rows[i].method} {rows[i].leaf}" for i in failed]
+    return judged_again("rows", "JVP", judged, passed, dtype)

@@ -365,8 +365,13 @@ def within_spread(rows: dict, judged: dict, g_jit, params, g_leaves, dtype: str,
         if row.status != "fail":
             rows[l] = row
             passed.append(j.path)
-    again = ", ".join(judged[l].path for l in failed)
-    note = (f"; failing leaves judged again within {SPREAD_FACTOR:g} x the spread of the "
-            f"gradient over {NUDGES} one-ulp nudges ({dtype}): {again}; passed: "
+    return rows, judged_again("leaves", "gradient", [judged[l].path for l in failed], passed,
+                              dtype)  # fmt: skip
+
+
+def judged_again(kind: str, of: str, judged: list[str], passed: list[str], dtype: str) -> str:
+    """The description's note on rows judged again within the spread (:func:`within_spread`,
+    and ``check_vjp``'s and ``check_jvp``'s own): which were, and which of them passed."""
+    return (f"; failing {kind} judged again within {SPREAD_FACTOR:g} x the spread of the {of} "
+            f"over {NUDGES} one-ulp nudges ({dtype}): {', '.join(judged)}; passed: "
             f"{', '.join(passed) or 'none'}")  # fmt: skip
-    return rows, note

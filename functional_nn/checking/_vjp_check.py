@@ -51,7 +51,12 @@ from functional_nn.checking._leaves import (
 )
 from functional_nn.checking._on_failure import locating
 from functional_nn.checking._opening import inexact_outputs, open_check
-from functional_nn.checking._precision_check import NUDGES, SPREAD_FACTOR, nudged
+from functional_nn.checking._precision_check import (
+    NUDGES,
+    SPREAD_FACTOR,
+    judged_again,
+    nudged,
+)
 from functional_nn.checking._precision_maps import low_precision_map
 from functional_nn.checking._progress import Progress, Tracker
 from functional_nn.checking._references import (
@@ -333,10 +338,8 @@ def _within_spread(rows, redo, paths, one, primals, W, A, B, Wf, k, seconds, key
         if row.status != "fail":
             rows[i] = row
             passed.append(f"{method} {path}")
-    judged = ", ".join(f"{rows[i].method} {rows[i].leaf}" for i in failed)
-    return (f"; failing rows judged again within {SPREAD_FACTOR:g} x the spread of the VJP over "
-            f"{NUDGES} one-ulp nudges ({dtype}): {judged}; passed: "
-            f"{', '.join(passed) or 'none'}")  # fmt: skip
+    judged = [f"{rows[i].method} {rows[i].leaf}" for i in failed]
+    return judged_again("rows", "VJP", judged, passed, dtype)
 
 
 def _ordered(rows: list[CheckRow], paths: list[str]) -> list[CheckRow]:

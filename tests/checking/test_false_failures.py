@@ -125,46 +125,36 @@ def test_a_gradient_that_vanishes_up_to_rounding_passes_in_float64(case):
         assert [r.leaf for r in bad.failures if r.method == "grad"] == [f"['{leaf}']"], bad
 
 
+@pytest.mark.parametrize("checker", ["vjp", "jvp"])
 @pytest.mark.parametrize("case", [_least_squares_at_its_minimum, _a_bias_whose_terms_cancel],
                          ids=["minimum", "cancelling-bias"])  # fmt: skip
-def test_a_vjp_that_vanishes_up_to_rounding_passes_in_float64(case):
-    """The same leaves through check_vjp: its vjp, dot-product and vmap rows failed there
-    (the batched VJP rounds otherwise than the loop); they are judged again within the spread
-    of the VJP over one-ulp nudges. A VJP off by 1e-12 on such a leaf still fails it."""
+def test_a_vjp_or_jvp_that_vanishes_up_to_rounding_passes_in_float64(case, checker):
+    """The same leaves through check_vjp (its vjp, dot-product and vmap rows failed there: the
+    batched VJP rounds otherwise than the loop) and check_jvp (its jvp, linearity, vmap and
+    transpose rows): judged again within the spread over one-ulp nudges, they pass. A VJP or
+    JVP off by 1e-12 on such a leaf still fails it."""
     f, params = case()
     g = lambda p: f(p)[None]  # noqa: E731
-    report = fnn.check_vjp(g, params, locate=False)
-    assert report.ok, report
-    assert "judged again within 4 x the spread of the VJP" in report.description
     vanishing = [k for k, a in jax.grad(f)(params).items() if np.abs(np.asarray(a)).max() < 1e-13]
-    for leaf in vanishing:
+    if checker == "vjp":
+        report = fnn.check_vjp(g, params, locate=False)
 
-        def wrong(p, w, leaf=leaf):
+        def wrong(p, w, leaf):
             right = jax.vjp(g, p)[1](w)[0]
             return dict(right, **{leaf: right[leaf] + 1e-12 * jnp.sum(w)})
+    else:
+        report = fnn.check_jvp(f, params, locate=False)
 
-        bad = fnn.check_vjp(g, params, vjp=wrong, locate=False)
-        assert {r.leaf for r in bad.failures if r.method == "vjp"} == {f"['{leaf}']"}, bad
-
-
-@pytest.mark.parametrize("case", [_least_squares_at_its_minimum, _a_bias_whose_terms_cancel],
-                         ids=["minimum", "cancelling-bias"])  # fmt: skip
-def test_a_jvp_that_vanishes_up_to_rounding_passes_in_float64(case):
-    """The same leaves through check_jvp: its jvp, linearity, vmap and transpose rows failed
-    there; they are judged again within the spread of the JVP over one-ulp nudges. A JVP off
-    by 1e-12 times the tangent on such a leaf still fails it."""
-    f, params = case()
-    report = fnn.check_jvp(f, params, locate=False)
-    assert report.ok, report
-    assert "judged again within 4 x the spread of the JVP" in report.description
-    vanishing = [k for k, a in jax.grad(f)(params).items() if np.abs(np.asarray(a)).max() < 1e-13]
-    for leaf in vanishing:
-
-        def wrong(p, t, leaf=leaf):
+        def wrong(p, t, leaf):
             return jax.jvp(f, (p,), (t,))[1] + 1e-12 * jnp.sum(t[leaf])
 
-        bad = fnn.check_jvp(f, params, jvp=wrong, locate=False)
-        assert {r.leaf for r in bad.failures if r.method == "jvp"} == {f"['{leaf}']"}, bad
+    assert report.ok, report
+    assert f"judged again within 4 x the spread of the {checker.upper()}" in report.description
+    check = fnn.check_vjp if checker == "vjp" else fnn.check_jvp
+    for leaf in vanishing:
+        rule = {checker: lambda p, c, leaf=leaf: wrong(p, c, leaf)}
+        bad = check(g if checker == "vjp" else f, params, locate=False, **rule)
+        assert {r.leaf for r in bad.failures if r.method == checker} == {f"['{leaf}']"}, bad
 
 
 @pytest.mark.parametrize("checker", ["vjp", "jvp"])
