@@ -187,9 +187,10 @@ def test_a_network_whose_bias_gradient_cancels_passes_check_gradients():
     """check_gradients, the hand-written methods against autodiff leaf by leaf: mirrored
     inputs through a tanh network make the first layer's bias gradient 0 up to rounding;
     backprop's 0 against autodiff's -5.6e-17 was a relative error of 1 (a failure of the
-    hand-written methods, the complex step and the local differences there). Judged again
-    within the spread of autodiff over one-ulp nudges, they pass; a backprop 1e-12 off on
-    that leaf still fails it alone."""
+    hand-written methods and the complex step there). Judged again within the spread of
+    autodiff over one-ulp nudges, they pass; a backprop 1e-12 off on that leaf still fails it
+    alone. The local differences are left out: their error there is truncation (3.7e-13 on
+    jax 0.6.2, exactly 0 on 0.10.2), which no rounding spread covers."""
     net = fnn.Network((3, 4, 1), hidden="tanh", output="identity", bias=True)
     params = net.init(jax.random.key(0))
     params = jax.tree_util.tree_map(lambda a: jnp.full_like(a, 0.3 if a.ndim == 2 else 0.0),
@@ -197,7 +198,9 @@ def test_a_network_whose_bias_gradient_cancels_passes_check_gradients():
     x = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)
     x, y = jnp.concatenate([x, -x]), jnp.zeros((10, 1))
     assert np.abs(np.asarray(jax.grad(fnn.objective(net, "mse"))(params, x, y)[0].b)).max() < 1e-15
-    report = fnn.check_gradients(net, "mse", params, x, y)
+    rounding = ("backprop", "jacobian_chain", "complex_step")
+    methods = {n: m for n, m in fnn.default_methods().items() if n in rounding}
+    report = fnn.check_gradients(net, "mse", params, x, y, methods=methods)
     assert report.ok, report
     assert "judged again within 4 x the spread of the reference gradient" in report.description
 
